@@ -1,0 +1,110 @@
+//! Correlation ids and the one log event per request.
+//!
+//! The middleware gives every request a fresh UUID, makes it available to everything that runs
+//! for the request (a task-local, so error bodies can carry it without threading it through every
+//! call), puts it in the `X-Correlation-Id` response header, and emits a single JSON event when
+//! the response is ready: status, outcome, latency, and the signal's fields when the handler
+//! attached them.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::time::Instant;
+
+use crate::error::LogDetail;
+
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+tokio::task_local! {
+    static CURRENT: CorrelationId;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationId(String);
+
+impl CorrelationId {
+    pub fn new() -> CorrelationId {
+        CorrelationId(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id of the request being served, or an empty string outside a request.
+    pub fn current_string() -> String {
+        CURRENT.try_with(|c| c.0.clone()).unwrap_or_default()
+    }
+}
+
+impl Default for CorrelationId {
+    fn default() -> Self {
+        CorrelationId::new()
+    }
+}
+
+/// What the webhook handler knows about the signal, for the request's log event.
+#[derive(Debug, Clone, Default)]
+pub struct SignalLog {
+    pub idempotency_key: Option<String>,
+    pub ticker: Option<String>,
+    pub action: Option<&'static str>,
+    pub quantity: Option<String>,
+    pub scheme: Option<&'static str>,
+    pub key_fingerprint: Option<String>,
+    pub stream_seq: Option<u64>,
+}
+
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = CorrelationId::new();
+    request.extensions_mut().insert(id.clone());
+    let method = request.method().clone();
+    let path: String = request.uri().path().chars().take(128).collect();
+    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let failure = response.extensions().get::<LogDetail>();
+    let signal = response.extensions().get::<SignalLog>();
+    let outcome = match (failure, signal) {
+        (Some(f), _) => f.error,
+        (None, Some(_)) => "accepted",
+        (None, None) => "ok",
+    };
+    let probe = path == "/health" || path == "/ready";
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(
+                target: "tv_ingress::request",
+                $level,
+                correlation_id = id.as_str(),
+                method = method.as_str(),
+                path = path.as_str(),
+                status,
+                outcome,
+                latency_ms,
+                detail = failure.map(|f| f.detail.as_str()),
+                idempotency_key = signal.and_then(|s| s.idempotency_key.as_deref()),
+                ticker = signal.and_then(|s| s.ticker.as_deref()),
+                action = signal.and_then(|s| s.action),
+                quantity = signal.and_then(|s| s.quantity.as_deref()),
+                auth_scheme = signal.and_then(|s| s.scheme),
+                auth_key = signal.and_then(|s| s.key_fingerprint.as_deref()),
+                stream_seq = signal.and_then(|s| s.stream_seq),
+                "request"
+            )
+        };
+    }
+    if status >= 500 {
+        event!(tracing::Level::WARN);
+    } else if probe {
+        event!(tracing::Level::DEBUG);
+    } else {
+        event!(tracing::Level::INFO);
+    }
+    response
+}

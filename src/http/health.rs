@@ -1,0 +1,51 @@
+//! Liveness, readiness and the service description.
+//!
+//! `/health` says the process runs. `/ready` says this replica can take a signal now: NATS
+//! connected, the stream verified, and no shutdown under way; a load balancer should route only
+//! to replicas answering 200 there.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::Arc;
+
+use super::AppState;
+
+pub async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    match app.not_ready_reason() {
+        None => Json(json!({
+            "status": "ready",
+            "nats": "connected",
+            "stream": app.stream_name,
+        }))
+        .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn root(State(app): State<Arc<AppState>>) -> Response {
+    Json(json!({
+        "name": "tv-ingress",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Authenticated TradingView webhooks in, one JetStream message per signal out",
+        "stream": app.stream_name,
+        "auth_schemes": app.intake.authenticator().schemes().map(|s| s.name()).collect::<Vec<_>>(),
+        "endpoints": {
+            "POST /webhook": "submit a signed signal",
+            "GET /health": "liveness",
+            "GET /ready": "readiness (NATS connected, stream verified)",
+            "GET /": "this description",
+        },
+    }))
+    .into_response()
+}

@@ -1,0 +1,140 @@
+//! `POST /webhook`: read the body within its limits, run the intake checks, publish, answer.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use super::correlation::{CorrelationId, SignalLog};
+use super::AppState;
+use crate::error::ApiError;
+use crate::intake::Accepted;
+use crate::publish::Published;
+use crate::signal::SignalMessage;
+
+#[derive(Serialize)]
+struct AcceptedBody<'a> {
+    status: &'static str,
+    correlation_id: &'a str,
+    message: String,
+    idempotency_key: &'a str,
+    stream: &'a str,
+    seq: u64,
+}
+
+pub async fn webhook(
+    State(app): State<Arc<AppState>>,
+    Extension(correlation_id): Extension<CorrelationId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&app, &headers, body).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    let deadline = Instant::now() + app.request_deadline;
+    let accepted = match app.intake.check(&headers, &bytes) {
+        Ok(accepted) => accepted,
+        Err(e) => return e.into_response(),
+    };
+    let mut log = signal_log(&accepted);
+    let mut response = publish(&app, &accepted, &correlation_id, deadline, &mut log).await;
+    response.extensions_mut().insert(log);
+    response
+}
+
+async fn publish(
+    app: &AppState,
+    accepted: &Accepted,
+    correlation_id: &CorrelationId,
+    deadline: Instant,
+    log: &mut SignalLog,
+) -> Response {
+    let Accepted {
+        signal,
+        key,
+        verified,
+        received_at,
+    } = accepted;
+    let payload =
+        SignalMessage::new(signal, key, verified, *received_at, correlation_id.as_str()).to_bytes();
+    let subject = format!("{}.{}", app.subject_prefix, signal.ticker().subject_token());
+    let outcome = app
+        .publisher
+        .publish(
+            subject,
+            key.as_str(),
+            correlation_id.as_str(),
+            Bytes::from(payload),
+            deadline,
+        )
+        .await;
+    match outcome {
+        Ok(Published::Stored { stream, sequence }) => {
+            log.stream_seq = Some(sequence);
+            Json(AcceptedBody {
+                status: "accepted",
+                correlation_id: correlation_id.as_str(),
+                message: format!(
+                    "Webhook validated: {} {} {}",
+                    signal.action().as_str(),
+                    signal.quantity(),
+                    signal.ticker().as_str()
+                ),
+                idempotency_key: key.as_str(),
+                stream: &stream,
+                seq: sequence,
+            })
+            .into_response()
+        }
+        Ok(Published::Duplicate { sequence, .. }) => {
+            log.stream_seq = Some(sequence);
+            ApiError::Duplicate { key: key.clone() }.into_response()
+        }
+        Err(unavailable) => ApiError::Unavailable {
+            internal: unavailable.0,
+        }
+        .into_response(),
+    }
+}
+
+fn signal_log(accepted: &Accepted) -> SignalLog {
+    SignalLog {
+        idempotency_key: Some(accepted.key.to_string()),
+        ticker: Some(accepted.signal.ticker().as_str().to_owned()),
+        action: Some(accepted.signal.action().as_str()),
+        quantity: Some(accepted.signal.quantity().to_string()),
+        scheme: Some(accepted.verified.scheme.name()),
+        key_fingerprint: Some(accepted.verified.key_fingerprint.clone()),
+        stream_seq: None,
+    }
+}
+
+/// The whole body, refused early when its declared length is already too large, cut off when it
+/// grows past the limit while streaming, and abandoned when it arrives too slowly.
+async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = app.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let collected =
+        tokio::time::timeout(app.body_read_timeout, Limited::new(body, limit).collect());
+    match collected.await {
+        Err(_elapsed) => Err(ApiError::RequestTimeout),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(_)) => Err(ApiError::BadBody),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}

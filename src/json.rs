@@ -1,0 +1,596 @@
+//! Strict JSON for signed webhooks, and the Python-compatible canonical form.
+//!
+//! The in-body signature scheme signs what Python's default `json.dumps` prints, so the receiver
+//! must see the object exactly as the sender built it: keys in received order, numbers spelled as
+//! received, and no ambiguity about which of two equal keys counts. `serde_json` resolves
+//! duplicate keys silently and re-spells numbers, so this module has its own small parser
+//! (RFC 8259, no extensions) that rejects duplicate keys at any depth, a byte-order mark, invalid
+//! UTF-8, lone surrogates and nesting deeper than [`MAX_DEPTH`], and a writer that reproduces
+//! `json.dumps(obj)` byte for byte.
+
+use std::collections::HashSet;
+use std::fmt;
+
+/// Deepest nesting of arrays and objects accepted; a signal needs two levels.
+pub const MAX_DEPTH: usize = 32;
+
+/// A parsed JSON value. Numbers keep their received spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    /// The number exactly as it appeared in the input (already checked against JSON's grammar).
+    Number(Box<str>),
+    String(String),
+    Array(Vec<Value>),
+    Object(Object),
+}
+
+/// A JSON object with unique keys, kept in received order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Object {
+    members: Vec<(String, Value)>,
+}
+
+impl Object {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.members
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Removes `key`, returning its value; the order of the other members is kept.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let index = self.members.iter().position(|(k, _)| k == key)?;
+        Some(self.members.remove(index).1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.members.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Appends a member; returns false (and changes nothing) when the key is already present.
+    pub fn insert_new(&mut self, key: impl Into<String>, value: Value) -> bool {
+        let key = key.into();
+        if self.contains_key(&key) {
+            return false;
+        }
+        self.members.push((key, value));
+        true
+    }
+}
+
+/// Why a body is not acceptable JSON. The text never quotes the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    InvalidUtf8,
+    ByteOrderMark,
+    Empty,
+    Syntax {
+        offset: usize,
+        expected: &'static str,
+    },
+    TooDeep,
+    DuplicateKey {
+        offset: usize,
+    },
+    NotAnObject,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::InvalidUtf8 => write!(f, "body is not valid UTF-8"),
+            ParseError::ByteOrderMark => write!(f, "body starts with a byte-order mark"),
+            ParseError::Empty => write!(f, "body is empty"),
+            ParseError::Syntax { offset, expected } => {
+                write!(f, "invalid JSON at byte {offset}: expected {expected}")
+            }
+            ParseError::TooDeep => write!(f, "JSON nested deeper than {MAX_DEPTH} levels"),
+            ParseError::DuplicateKey { offset } => {
+                write!(f, "duplicate object key at byte {offset}")
+            }
+            ParseError::NotAnObject => write!(f, "body must be a JSON object"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses a whole body that must be one JSON object.
+pub fn parse_object(input: &[u8]) -> Result<Object, ParseError> {
+    match parse(input)? {
+        Value::Object(object) => Ok(object),
+        _ => Err(ParseError::NotAnObject),
+    }
+}
+
+/// Parses one JSON value filling the whole input (surrounding whitespace allowed).
+pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
+    if input.starts_with(b"\xEF\xBB\xBF") {
+        return Err(ParseError::ByteOrderMark);
+    }
+    let text = std::str::from_utf8(input).map_err(|_| ParseError::InvalidUtf8)?;
+    let mut parser = Parser {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    parser.skip_whitespace();
+    if parser.pos == parser.bytes.len() {
+        return Err(ParseError::Empty);
+    }
+    let value = parser.value(0)?;
+    parser.skip_whitespace();
+    if parser.pos != parser.bytes.len() {
+        return Err(parser.error("end of input"));
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+/// Objects with more members than this use a hash set to find duplicates.
+const LINEAR_DUPLICATE_SCAN: usize = 16;
+
+impl<'a> Parser<'a> {
+    fn error(&self, expected: &'static str) -> ParseError {
+        ParseError::Syntax {
+            offset: self.pos,
+            expected,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn expect_literal(
+        &mut self,
+        literal: &'static str,
+        expected: &'static str,
+    ) -> Result<(), ParseError> {
+        if self.bytes[self.pos..].starts_with(literal.as_bytes()) {
+            self.pos += literal.len();
+            Ok(())
+        } else {
+            Err(self.error(expected))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1).map(Value::Object),
+            Some(b'[') => self.array(depth + 1).map(Value::Array),
+            Some(b'"') => self.string().map(Value::String),
+            Some(b't') => self
+                .expect_literal("true", "a value")
+                .map(|_| Value::Bool(true)),
+            Some(b'f') => self
+                .expect_literal("false", "a value")
+                .map(|_| Value::Bool(false)),
+            Some(b'n') => self.expect_literal("null", "a value").map(|_| Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number().map(Value::Number),
+            _ => Err(self.error("a value")),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Object, ParseError> {
+        if depth > MAX_DEPTH {
+            return Err(ParseError::TooDeep);
+        }
+        self.pos += 1; // '{'
+        let mut object = Object::default();
+        let mut seen: Option<HashSet<String>> = None;
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(object);
+        }
+        loop {
+            self.skip_whitespace();
+            if self.peek() != Some(b'"') {
+                return Err(self.error("a string key"));
+            }
+            let key_offset = self.pos;
+            let key = self.string()?;
+            let duplicate = match &mut seen {
+                Some(set) => !set.insert(key.clone()),
+                None => object.contains_key(&key),
+            };
+            if duplicate {
+                return Err(ParseError::DuplicateKey { offset: key_offset });
+            }
+            self.skip_whitespace();
+            if self.peek() != Some(b':') {
+                return Err(self.error("':'"));
+            }
+            self.pos += 1;
+            self.skip_whitespace();
+            let value = self.value(depth)?;
+            object.members.push((key, value));
+            if seen.is_none() && object.members.len() > LINEAR_DUPLICATE_SCAN {
+                seen = Some(object.members.iter().map(|(k, _)| k.clone()).collect());
+            }
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(object);
+                }
+                _ => return Err(self.error("',' or '}'")),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Vec<Value>, ParseError> {
+        if depth > MAX_DEPTH {
+            return Err(ParseError::TooDeep);
+        }
+        self.pos += 1; // '['
+        let mut items = Vec::new();
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(items);
+        }
+        loop {
+            self.skip_whitespace();
+            items.push(self.value(depth)?);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(items);
+                }
+                _ => return Err(self.error("',' or ']'")),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<Box<str>, ParseError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.error("a digit")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("a digit after '.'"));
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("a digit in the exponent"));
+            }
+            self.digits();
+        }
+        Ok(self.text[start..self.pos].into())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn string(&mut self) -> Result<String, ParseError> {
+        self.pos += 1; // opening quote
+        let mut out = String::new();
+        loop {
+            let run_start = self.pos;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            // The input is valid UTF-8 and the run stops only at ASCII bytes, so it is a str.
+            out.push_str(&self.text[run_start..self.pos]);
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                Some(_) => return Err(self.error("no raw control character in a string")),
+                None => return Err(self.error("a closing '\"'")),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), ParseError> {
+        let c = match self.peek() {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                self.pos += 1;
+                let unit = self.hex4()?;
+                let c = match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                            return Err(self.error("a low surrogate after a high surrogate"));
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(self.error("a low surrogate after a high surrogate"));
+                        }
+                        let scalar = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                        char::from_u32(scalar).ok_or_else(|| self.error("a valid code point"))?
+                    }
+                    0xDC00..=0xDFFF => return Err(self.error("no lone low surrogate")),
+                    _ => char::from_u32(unit).ok_or_else(|| self.error("a valid code point"))?,
+                };
+                out.push(c);
+                return Ok(());
+            }
+            _ => return Err(self.error("a valid escape")),
+        };
+        self.pos += 1;
+        out.push(c);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, ParseError> {
+        let digits = self
+            .bytes
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.error("four hex digits"))?;
+        let mut unit = 0u32;
+        for &d in digits {
+            let v = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| self.error("four hex digits"))?;
+            unit = unit * 16 + v;
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+}
+
+/// Writes `value` as CPython's `json.dumps(value)` does with default arguments: separators
+/// `", "` and `": "`, `ensure_ascii=True` (everything outside printable ASCII as a lower-case
+/// `\uXXXX` escape, surrogate pairs above U+FFFF), keys in order, numbers as received.
+pub fn write_python(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.as_bytes()),
+        Value::String(s) => write_python_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_python(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(object) => write_python_object(object, out),
+    }
+}
+
+/// [`write_python`] for an object.
+pub fn write_python_object(object: &Object, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (key, value)) in object.members.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        write_python_string(key, out);
+        out.extend_from_slice(b": ");
+        write_python(value, out);
+    }
+    out.push(b'}');
+}
+
+/// A string as `json.dumps` writes it with `ensure_ascii=True`.
+pub fn write_python_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn unit(out: &mut Vec<u8>, u: u16) {
+        out.extend_from_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[usize::from((u >> shift) & 0xF)]);
+        }
+    }
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut plain_start = 0;
+    for (i, c) in s.char_indices() {
+        let plain = matches!(c, ' '..='~') && c != '"' && c != '\\';
+        if plain {
+            continue;
+        }
+        out.extend_from_slice(&bytes[plain_start..i]);
+        plain_start = i + c.len_utf8();
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    unit(out, *u);
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&bytes[plain_start..]);
+    out.push(b'"');
+}
+
+/// `json.dumps(value)` as bytes.
+pub fn to_python_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_python(value, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dumps(input: &str) -> String {
+        String::from_utf8(to_python_bytes(&parse(input.as_bytes()).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn python_separators_and_order_are_kept() {
+        assert_eq!(
+            dumps("{\"b\":1,\"a\":[true,false,null,{}],\"c\":[]}"),
+            "{\"b\": 1, \"a\": [true, false, null, {}], \"c\": []}"
+        );
+    }
+
+    #[test]
+    fn numbers_keep_their_spelling() {
+        assert_eq!(
+            dumps("[1.50, -0, 1e400, 2E-3, 0.1]"),
+            "[1.50, -0, 1e400, 2E-3, 0.1]"
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_like_ensure_ascii() {
+        let input = "\"caf\\u00e9 \\u2014 \\\"q\\\" \\\\ /\\t\\b\\f\\n\\r\\u0001\\u007f \\ud83d\\ude80 \u{e9}\"";
+        assert_eq!(
+            dumps(input),
+            "\"caf\\u00e9 \\u2014 \\\"q\\\" \\\\ /\\t\\b\\f\\n\\r\\u0001\\u007f \\ud83d\\ude80 \\u00e9\""
+        );
+    }
+
+    #[test]
+    fn rejections_name_the_problem() {
+        let cases: &[(&str, &[u8], ParseError)] = &[
+            ("empty body", b"", ParseError::Empty),
+            ("only whitespace", b" \n", ParseError::Empty),
+            (
+                "byte-order mark",
+                b"\xEF\xBB\xBF{}",
+                ParseError::ByteOrderMark,
+            ),
+            (
+                "invalid utf-8",
+                b"{\"a\":\"\xff\"}",
+                ParseError::InvalidUtf8,
+            ),
+            ("array at top", b"[1]", ParseError::NotAnObject),
+            ("scalar at top", b"1", ParseError::NotAnObject),
+            (
+                "duplicate key at depth",
+                b"{\"a\":{\"b\":1,\"b\":2}}",
+                ParseError::DuplicateKey { offset: 12 },
+            ),
+        ];
+        for (description, input, expected) in cases {
+            let got = parse_object(input).unwrap_err();
+            assert_eq!(&got, expected, "{description}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_rejected() {
+        let cases: &[(&str, &str)] = &[
+            ("truncated", "{\"a\": 1"),
+            ("trailing comma", "{\"a\": 1,}"),
+            ("trailing garbage", "{} x"),
+            ("single quotes", "{'a': 1}"),
+            ("NaN", "{\"a\": NaN}"),
+            ("Infinity", "{\"a\": Infinity}"),
+            ("leading zero", "{\"a\": 01}"),
+            ("plus sign", "{\"a\": +1}"),
+            ("bare dot", "{\"a\": 1.}"),
+            ("hex", "{\"a\": 0x10}"),
+            ("raw newline in string", "{\"a\": \"x\ny\"}"),
+            ("lone high surrogate", "{\"a\": \"\\ud800\"}"),
+            ("lone low surrogate", "{\"a\": \"\\udc00\"}"),
+            ("bad escape", "{\"a\": \"\\x41\"}"),
+            ("unquoted key", "{a: 1}"),
+            ("comment", "{\"a\": 1 /* c */}"),
+            ("two objects", "{}{}"),
+        ];
+        for (description, input) in cases {
+            assert!(
+                matches!(parse(input.as_bytes()), Err(ParseError::Syntax { .. })),
+                "{description}: {:?}",
+                parse(input.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursing_further() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert_eq!(parse(deep.as_bytes()), Err(ParseError::TooDeep));
+        let at_limit = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(at_limit.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn many_keys_still_detect_duplicates() {
+        let mut body = String::from("{");
+        for i in 0..100 {
+            body.push_str(&format!("\"k{i}\": {i},"));
+        }
+        body.push_str("\"k7\": 0}");
+        assert!(matches!(
+            parse_object(body.as_bytes()),
+            Err(ParseError::DuplicateKey { .. })
+        ));
+    }
+}

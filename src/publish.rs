@@ -1,0 +1,434 @@
+//! JetStream: the stream every replica agrees on, and publishing each signal exactly once.
+//!
+//! The stream is created from `nats/stream.json` (the file `nats stream add --config` takes) or,
+//! when it exists, verified: its subjects must cover the prefix, it must be file-backed, and its
+//! duplicate window must outlast every moment a resend could still be accepted (tolerance +
+//! future tolerance + [`DUPLICATE_WINDOW_MARGIN`]). A stream that contradicts this stops the start
+//! with a message saying how to fix it. (async-nats's `get_or_create_stream` compares nothing.)
+//!
+//! Publishing puts the idempotency key in `Nats-Msg-Id` and waits for the PubAck; a lost ack is
+//! retried with the same id inside the request's deadline, and a `duplicate` answer to such a
+//! retry means our earlier attempt stored it. Error 10158 ("duplicate message id is in process",
+//! simultaneous publishes of one id on nats-server 2.11+) is retried until the answer is definite.
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream, ErrorCode};
+use async_nats::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The stream definition kept in `nats/`.
+pub const STREAM_DEFINITION: &str = include_str!("../nats/stream.json");
+
+/// Slack added to tolerance + future tolerance when checking the duplicate window, for clock
+/// differences between replicas and the broker and for retries inside one request.
+pub const DUPLICATE_WINDOW_MARGIN: Duration = Duration::from_secs(30);
+
+/// Header carrying the request's correlation id on published messages.
+pub const CORRELATION_HEADER: &str = "Tv-Ingress-Correlation-Id";
+
+/// Longest wait for one PubAck before retrying with the same id.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// What the stream must look like.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subject_prefix: String,
+    pub replicas: usize,
+    pub min_duplicate_window: Duration,
+    /// Why the window must be that long, for error messages.
+    pub window_reason: String,
+}
+
+impl StreamSpec {
+    /// The definition from `nats/stream.json` with this receiver's name, subjects and replicas,
+    /// and a duplicate window at least as long as required.
+    pub fn definition(&self) -> Result<stream::Config, serde_json::Error> {
+        let mut config: stream::Config = serde_json::from_str(STREAM_DEFINITION)?;
+        config.name = self.name.clone();
+        config.subjects = vec![format!("{}.>", self.subject_prefix)];
+        config.num_replicas = self.replicas;
+        config.duplicate_window = config.duplicate_window.max(self.min_duplicate_window);
+        Ok(config)
+    }
+
+    /// Every way `existing` contradicts what the receiver needs; empty when it is fine.
+    pub fn problems(&self, existing: &stream::Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        let needed = format!("{}.>", self.subject_prefix);
+        if !existing
+            .subjects
+            .iter()
+            .any(|s| covers(s, &self.subject_prefix))
+        {
+            problems.push(format!(
+                "its subjects {:?} do not cover `{needed}`: run `nats stream edit {} --subjects '{needed}'`",
+                existing.subjects, self.name
+            ));
+        }
+        if existing.storage != stream::StorageType::File {
+            problems.push(format!(
+                "it uses memory storage, which loses accepted signals on restart: recreate it with file storage (`nats stream add --config nats/stream.json`)"
+            ));
+        }
+        if existing.duplicate_window < self.min_duplicate_window {
+            problems.push(format!(
+                "its duplicate window is {}s but must be at least {}s ({}): run `nats stream edit {} --dupe-window {}s`",
+                existing.duplicate_window.as_secs(),
+                self.min_duplicate_window.as_secs(),
+                self.window_reason,
+                self.name,
+                self.min_duplicate_window.as_secs().max(120),
+            ));
+        }
+        if existing.sealed {
+            problems.push("it is sealed and takes no new messages".to_string());
+        }
+        if existing.no_ack {
+            problems.push("it does not acknowledge publishes (no_ack)".to_string());
+        }
+        problems
+    }
+}
+
+/// Whether the subject filter `filter` matches every subject `<prefix>.<token>`.
+pub fn covers(filter: &str, prefix: &str) -> bool {
+    let filter: Vec<&str> = filter.split('.').collect();
+    let prefix: Vec<&str> = prefix.split('.').collect();
+    for (i, part) in filter.iter().enumerate() {
+        if *part == ">" {
+            return true;
+        }
+        match prefix.get(i) {
+            Some(p) if *part == "*" || part == p => continue,
+            Some(_) => return false,
+            // The filter's token after the whole prefix must take any single token.
+            None => return i == prefix.len() && *part == "*" && filter.len() == i + 1,
+        }
+    }
+    false
+}
+
+/// Why the stream is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The stream exists but contradicts the receiver's needs: not retried.
+    #[error("stream `{name}` cannot be used: {}", problems.join("; "))]
+    Conflict { name: String, problems: Vec<String> },
+    /// The broker did not answer or refused for now: retried.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Creates the stream from its definition, or verifies the existing one.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+    create: bool,
+) -> Result<stream::Info, StreamError> {
+    match js.get_stream(&spec.name).await {
+        Ok(stream) => {
+            let info = stream.cached_info().clone();
+            let problems = spec.problems(&info.config);
+            if problems.is_empty() {
+                Ok(info)
+            } else {
+                Err(StreamError::Conflict {
+                    name: spec.name.clone(),
+                    problems,
+                })
+            }
+        }
+        Err(err) => {
+            let missing = matches!(
+                err.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND
+            );
+            if !missing {
+                return Err(StreamError::Transient(format!(
+                    "reading stream info: {err}"
+                )));
+            }
+            if !create {
+                return Err(StreamError::Transient(format!(
+                    "stream `{}` does not exist; create it with `nats stream add --config nats/stream.json`",
+                    spec.name
+                )));
+            }
+            let definition = spec.definition().map_err(|e| StreamError::Conflict {
+                name: spec.name.clone(),
+                problems: vec![format!("nats/stream.json is invalid: {e}")],
+            })?;
+            let mut stream = js
+                .create_stream(definition)
+                .await
+                .map_err(|e| StreamError::Transient(format!("creating stream: {e}")))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| StreamError::Transient(format!("reading new stream: {e}")))?;
+            Ok(info.clone())
+        }
+    }
+}
+
+/// The result of a publish the broker confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Stored now (or by an earlier attempt of this same request whose ack was lost).
+    Stored { stream: String, sequence: u64 },
+    /// The duplicate window already held this id from another request.
+    Duplicate { stream: String, sequence: u64 },
+}
+
+/// The broker could not confirm the signal before the deadline. The text is for the log only.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// Health of the broker link as the rest of the receiver sees it.
+#[derive(Debug, Default)]
+pub struct BrokerState {
+    stream_ready: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl BrokerState {
+    pub fn new() -> BrokerState {
+        BrokerState {
+            stream_ready: AtomicBool::new(false),
+            reason: Mutex::new("connecting to NATS".into()),
+        }
+    }
+
+    pub fn stream_ready(&self) -> bool {
+        self.stream_ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.stream_ready.store(true, Ordering::Release);
+    }
+
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.into();
+        self.stream_ready.store(false, Ordering::Release);
+    }
+
+    pub fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Publishes signals to the stream.
+#[derive(Clone)]
+pub struct Publisher {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    state: Arc<BrokerState>,
+}
+
+impl Publisher {
+    pub fn new(client: async_nats::Client, state: Arc<BrokerState>) -> Publisher {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(ATTEMPT_TIMEOUT)
+            .max_ack_inflight(8192)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Publisher { client, js, state }
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Publishes `payload` with `Nats-Msg-Id: msg_id`, retrying until `deadline`.
+    pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        correlation_id: &str,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Result<Published, Unavailable> {
+        if !self.connected() {
+            return Err(Unavailable("NATS is not connected".into()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        headers.insert("Content-Type", "application/json");
+        headers.insert(
+            CORRELATION_HEADER,
+            HeaderValue::from(correlation_id.to_owned()),
+        );
+
+        // Once an attempt may have reached the stream, a later `duplicate` is our own write.
+        let mut maybe_stored = false;
+        let mut backoff = Duration::from_millis(20);
+        let mut last_error = String::from("deadline reached before the first attempt");
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Unavailable(last_error));
+            }
+            let remaining = deadline - now;
+            let attempt = self.attempt(subject.clone(), headers.clone(), payload.clone());
+            let retry = match tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), attempt).await {
+                Ok(Ok(ack)) => {
+                    let published = if ack.duplicate && !maybe_stored {
+                        Published::Duplicate {
+                            stream: ack.stream,
+                            sequence: ack.sequence,
+                        }
+                    } else {
+                        Published::Stored {
+                            stream: ack.stream,
+                            sequence: ack.sequence,
+                        }
+                    };
+                    if !self.state.stream_ready() {
+                        self.state.set_ready();
+                    }
+                    return Ok(published);
+                }
+                Ok(Err(AttemptError::Retry {
+                    reason,
+                    maybe_stored: sent,
+                })) => {
+                    maybe_stored |= sent;
+                    reason
+                }
+                Ok(Err(AttemptError::StreamMissing)) => {
+                    self.state
+                        .set_not_ready(format!("stream not found for subject {subject}"));
+                    "no stream answers for the subject".to_string()
+                }
+                Err(_elapsed) => {
+                    maybe_stored = true;
+                    "PubAck not received in time".to_string()
+                }
+            };
+            last_error = retry;
+            if !self.connected() {
+                return Err(Unavailable(format!("{last_error}; NATS connection lost")));
+            }
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    async fn attempt(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<jetstream::publish::PublishAck, AttemptError> {
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| AttemptError::Retry {
+                reason: format!("publish: {e}"),
+                maybe_stored: false,
+            })?;
+        ack.await.map_err(|e| match e.kind() {
+            PublishErrorKind::StreamNotFound => AttemptError::StreamMissing,
+            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => AttemptError::Retry {
+                reason: format!("PubAck: {e}"),
+                maybe_stored: true,
+            },
+            _ => {
+                let in_process = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                    .is_some_and(|j| {
+                        j.error_code() == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
+                    });
+                AttemptError::Retry {
+                    reason: if in_process {
+                        "duplicate message id is in process (10158)".to_string()
+                    } else {
+                        format!("PubAck: {e}")
+                    },
+                    maybe_stored: false,
+                }
+            }
+        })
+    }
+}
+
+enum AttemptError {
+    Retry { reason: String, maybe_stored: bool },
+    StreamMissing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> StreamSpec {
+        StreamSpec {
+            name: "SIGNALS".into(),
+            subject_prefix: "signals".into(),
+            replicas: 1,
+            min_duplicate_window: Duration::from_secs(65),
+            window_reason: "30 + 5 + 30".into(),
+        }
+    }
+
+    #[test]
+    fn subject_filters_cover_the_prefix() {
+        let cases = [
+            ("signals.>", "signals", true),
+            (">", "signals", true),
+            ("signals.*", "signals", true),
+            ("*.>", "signals", true),
+            ("signals", "signals", false),
+            ("signals.AAPL", "signals", false),
+            ("other.>", "signals", false),
+            ("a.b.>", "a.b", true),
+            ("a.*.>", "a.b", true),
+            ("a.>", "a.b", true),
+            ("a.b.*.*", "a.b", false),
+        ];
+        for (filter, prefix, expected) in cases {
+            assert_eq!(covers(filter, prefix), expected, "{filter} ~ {prefix}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_definition_satisfies_its_own_checks() {
+        let config = spec().definition().unwrap();
+        assert_eq!(config.subjects, ["signals.>"]);
+        assert!(spec().problems(&config).is_empty());
+    }
+
+    #[test]
+    fn a_short_window_is_named_with_its_fix() {
+        let mut config = spec().definition().unwrap();
+        config.duplicate_window = Duration::from_secs(10);
+        config.storage = stream::StorageType::Memory;
+        let problems = spec().problems(&config);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[1].contains("duplicate window is 10s but must be at least 65s"));
+        assert!(problems[1].contains("nats stream edit SIGNALS --dupe-window"));
+    }
+}

@@ -35,7 +35,8 @@ pub fn version_of(bin: &Path) -> Option<(u32, u32)> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split('v').nth(1)?.trim();
+    // "nats-server: v2.15.0"
+    let version = text.split_whitespace().last()?.trim_start_matches('v');
     let mut parts = version.split('.');
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;

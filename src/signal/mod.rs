@@ -180,11 +180,14 @@ impl Timestamp {
 pub struct Text(String);
 
 impl Text {
-    fn parse(text: &str, max_chars: usize) -> Result<Text, String> {
+    /// `multiline` allows tab and newline (free-form comments); other control characters are
+    /// never accepted, as they serve only to confuse logs and terminals.
+    fn parse(text: &str, max_chars: usize, multiline: bool) -> Result<Text, String> {
         if text.chars().count() > max_chars {
             return Err(format!("must be at most {max_chars} characters"));
         }
-        if text.chars().any(|c| c.is_control()) {
+        let allowed = |c: char| multiline && matches!(c, '\t' | '\n');
+        if text.chars().any(|c| c.is_control() && !allowed(c)) {
             return Err("must not contain control characters".into());
         }
         Ok(Text(text.to_owned()))
@@ -402,10 +405,16 @@ impl TryFrom<&Object> for Signal {
         let quantity = r.decimal("quantity", true, QUANTITY_BOUNDS);
         let order_type = r.parsed("order_type", true, parse_order_type);
         let timestamp = r.parsed("timestamp", true, Timestamp::parse);
-        let order_id = r.parsed("order_id", false, |s| Text::parse(s, ORDER_ID_MAX_CHARS));
-        let strategy = r.parsed("strategy", false, |s| Text::parse(s, STRATEGY_MAX_CHARS));
+        let order_id = r.parsed("order_id", false, |s| {
+            Text::parse(s, ORDER_ID_MAX_CHARS, false)
+        });
+        let strategy = r.parsed("strategy", false, |s| {
+            Text::parse(s, STRATEGY_MAX_CHARS, false)
+        });
         let price = r.decimal("price", false, PRICE_BOUNDS);
-        let comment = r.parsed("comment", false, |s| Text::parse(s, COMMENT_MAX_CHARS));
+        let comment = r.parsed("comment", false, |s| {
+            Text::parse(s, COMMENT_MAX_CHARS, true)
+        });
 
         let order = match order_type {
             Some("MARKET") => {

@@ -1,0 +1,84 @@
+//! The broker goes away and comes back: the receiver answers 503 quickly while it is gone, says
+//! so on /ready, and recovers by itself.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tv_ingress::natsd::{free_port, NatsServer, ServerSpec};
+use tv_ingress::SystemClock;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_stopped_gives_503_within_the_deadline_and_recovers_without_restart() {
+    let mut nats = nats().await;
+    let app = TestApp::spawn(&nats.url()).await;
+    assert_eq!(app.post_signed(&unique_signal(0)).await.status, 200);
+
+    nats.kill().await;
+    app.wait_for_ready_status(503, Duration::from_secs(10))
+        .await;
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.body["status"], "not_ready");
+    assert!(ready.body["reason"].as_str().unwrap().contains("NATS"));
+
+    let started = Instant::now();
+    let r = app.post_signed(&unique_signal(1)).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.error(), "unavailable");
+    assert_eq!(r.headers["retry-after"], "2");
+    assert!(
+        took < app.config.request_deadline + Duration::from_millis(500),
+        "{took:?}"
+    );
+    // The 503 body says nothing internal.
+    assert!(!r.text.contains("nats://"), "{}", r.text);
+
+    nats.restart().await.expect("nats restarts");
+    app.wait_ready().await;
+    let r = app.post_signed(&unique_signal(2)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ids: Vec<String> = app
+        .stream_messages()
+        .await
+        .iter()
+        .map(|m| {
+            m.body["order_id"]
+                .as_str()
+                .unwrap()
+                .split('-')
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["0", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_started_before_nats_becomes_ready_when_nats_arrives() {
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let app = TestApp::start(config(&url, &[]), Arc::new(SystemClock)).await;
+
+    let health = app.get("/health").await;
+    assert_eq!(health.status, 200);
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(app.post_signed(&unique_signal(0)).await.status, 503);
+
+    let mut nats = NatsServer::with_spec(ServerSpec {
+        name: "late".into(),
+        port,
+        monitor_port: free_port(),
+        store_dir: store.path().join("js"),
+        config: None,
+    })
+    .unwrap();
+    nats.launch().await.unwrap();
+    app.wait_ready().await;
+    assert_eq!(app.post_signed(&unique_signal(1)).await.status, 200);
+    assert_eq!(app.stream_messages().await.len(), 1);
+}

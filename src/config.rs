@@ -550,6 +550,20 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_documented_once_in_the_readme_table() {
+        let readme = include_str!("../README.md");
+        for setting in SETTINGS {
+            let row = format!("| `{}` |", setting.name);
+            assert_eq!(
+                readme.matches(&row).count(),
+                1,
+                "README table row for {}",
+                setting.name
+            );
+        }
+    }
+
+    #[test]
     fn python_level_names_are_understood() {
         assert_eq!(
             config(&[("LOG_LEVEL", "warning")]).unwrap().log_level,

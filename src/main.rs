@@ -28,7 +28,7 @@ enum Commands {
     /// generated development secret when none is set.
     Dev,
     /// Print a signed body for curl.
-    Sign(cli::SignArgs),
+    Sign(Box<cli::SignArgs>),
     /// Exit 0 when the local receiver answers 200 on /health (or /ready with --ready).
     Healthcheck(cli::HealthcheckArgs),
 }

@@ -70,9 +70,9 @@ impl StreamSpec {
             ));
         }
         if existing.storage != stream::StorageType::File {
-            problems.push(format!(
-                "it uses memory storage, which loses accepted signals on restart: recreate it with file storage (`nats stream add --config nats/stream.json`)"
-            ));
+            problems.push(
+                "it uses memory storage, which loses accepted signals on restart: recreate it with file storage (`nats stream add --config nats/stream.json`)".to_string(),
+            );
         }
         if existing.duplicate_window < self.min_duplicate_window {
             problems.push(format!(

@@ -82,3 +82,26 @@ async fn a_receiver_started_before_nats_becomes_ready_when_nats_arrives() {
     assert_eq!(app.post_signed(&unique_signal(1)).await.status, 200);
     assert_eq!(app.stream_messages().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ack_delayed_past_one_attempt_is_retried_with_the_same_id_and_answered_200() {
+    let nats = nats().await;
+    let app = TestApp::spawn(&nats.url()).await;
+    let body = sign_in_body(&unique_signal(0));
+
+    // Freeze the broker so the first attempt's PubAck cannot arrive within its 1 s wait; the
+    // retry (same Nats-Msg-Id) is answered "duplicate" once the broker resumes, which means the
+    // first attempt stored it.
+    nats.freeze();
+    let addr = app.addr;
+    let pending =
+        tokio::spawn(async move { request(addr, "POST", "/webhook", &[], body.into()).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.thaw();
+    let r = pending.await.unwrap();
+
+    assert_eq!(r.status, 200, "{}", r.text);
+    let messages = app.stream_messages().await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].sequence, r.body["seq"].as_u64().unwrap());
+}

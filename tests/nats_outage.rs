@@ -105,3 +105,28 @@ async fn an_ack_delayed_past_one_attempt_is_retried_with_the_same_id_and_answere
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].sequence, r.body["seq"].as_u64().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_in_flight_requests_finish_and_turns_ready_off() {
+    let nats = nats().await;
+    let app = TestApp::spawn(&nats.url()).await;
+    // A request held in flight by a frozen broker.
+    nats.freeze();
+    let addr = app.addr;
+    let body = sign_in_body(&unique_signal(0));
+    let pending =
+        tokio::spawn(async move { request(addr, "POST", "/webhook", &[], body.into()).await });
+    // Wait until the request is being processed (the log has no hook, so poll the stream of
+    // connections: the request task is running once /health answers on a second connection).
+    assert_eq!(app.get("/health").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopping = tokio::spawn(app.stop());
+    let r = pending.await.unwrap();
+    // Answered, not cut off: 503 after the deadline, since the broker never acknowledged.
+    assert_eq!(r.status, 503, "{}", r.text);
+    nats.thaw();
+    assert!(stopping.await.unwrap().is_ok());
+    // The listener is closed once shutdown has begun.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

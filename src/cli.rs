@@ -102,7 +102,10 @@ pub async fn dev(sources: Sources) -> ExitCode {
     };
     let url = format!("http://{}/webhook", config.bind_addr);
     let secret_prefix = if generated_secret {
-        format!("WEBHOOK_SECRET={} ", config.webhook_secret())
+        format!(
+            "WEBHOOK_SECRET={} ",
+            config.webhook_secret().unwrap_or_default()
+        )
     } else {
         String::new()
     };

@@ -7,13 +7,16 @@
 //! Tests build a [`Config`] from a plain map, without touching the process environment.
 
 use async_nats::ServerAddr;
-use secrecy::{ExposeSecret, SecretString};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::level_filters::LevelFilter;
+
+use crate::auth::{standard_webhooks, Scheme};
 
 /// One configurable value.
 #[derive(Debug, Clone, Copy)]
@@ -39,8 +42,42 @@ pub const SETTINGS: &[Setting] = &[
         name: "WEBHOOK_SECRET",
         default: None,
         secret: true,
-        help: "Required. HMAC-SHA256 key shared with the sender; at least 32 characters, not a placeholder",
+        help: "HMAC-SHA256 key shared with the sender (required while an hmac scheme is accepted); at least 32 characters, not a placeholder",
     },
+    Setting {
+        name: "WEBHOOK_SECRET_PREVIOUS",
+        default: None,
+        secret: true,
+        help: "Comma-separated older HMAC keys still accepted while senders move to WEBHOOK_SECRET (rotation)",
+    },
+    setting("AUTH_SCHEMES", Some("hmac-body,hmac-header"), "Comma-separated accepted schemes: hmac-body, hmac-header, standard-webhooks, token"),
+    Setting {
+        name: "WEBHOOK_TOKEN",
+        default: None,
+        secret: true,
+        help: "Token TradingView sends in the body (required while the token scheme is accepted); at least 32 characters, different from every HMAC key",
+    },
+    Setting {
+        name: "WEBHOOK_TOKEN_PREVIOUS",
+        default: None,
+        secret: true,
+        help: "Comma-separated older tokens still accepted during rotation",
+    },
+    setting("WEBHOOK_TOKEN_FIELD", Some("passphrase"), "Body field that carries the token"),
+    Setting {
+        name: "STANDARD_WEBHOOKS_SECRET",
+        default: None,
+        secret: true,
+        help: "Standard Webhooks key, whsec_<base64> of 24-64 bytes (required while standard-webhooks is accepted)",
+    },
+    Setting {
+        name: "STANDARD_WEBHOOKS_SECRET_PREVIOUS",
+        default: None,
+        secret: true,
+        help: "Comma-separated older whsec_ keys still accepted during rotation",
+    },
+    setting("ALLOWED_SOURCES", None, "Comma-separated CIDRs, or the preset tradingview, allowed to call /webhook; unset allows any source"),
+    setting("TRUSTED_PROXIES", None, "Comma-separated CIDRs of proxies whose X-Forwarded-For / CF-Connecting-IP is believed"),
     setting("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", Some("30"), "Maximum age of a signal's timestamp (1-3600)"),
     setting("WEBHOOK_FUTURE_TOLERANCE_SECONDS", Some("5"), "How far a timestamp may be ahead of this receiver's clock (0-300)"),
     setting("BIND_ADDR", Some("0.0.0.0:8000"), "Address and port the HTTP listener binds"),
@@ -129,11 +166,37 @@ pub fn read_dotenv(path: &Path) -> Result<Option<HashMap<String, String>>, Confi
     Ok(Some(map))
 }
 
+/// TradingView's published webhook source addresses (the `tradingview` preset).
+pub const TRADINGVIEW_SOURCES: &[&str] = &[
+    "52.89.214.238/32",
+    "34.212.75.30/32",
+    "54.218.53.128/32",
+    "52.32.178.7/32",
+];
+
+/// Authentication settings: which schemes, and the keys of each (current key first).
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// `AUTH_SCHEMES`
+    pub schemes: Vec<Scheme>,
+    /// `WEBHOOK_SECRET` then `WEBHOOK_SECRET_PREVIOUS`
+    pub hmac_secrets: Vec<SecretString>,
+    /// `WEBHOOK_TOKEN` then `WEBHOOK_TOKEN_PREVIOUS`
+    pub tokens: Vec<SecretString>,
+    /// `WEBHOOK_TOKEN_FIELD`
+    pub token_field: String,
+    /// `STANDARD_WEBHOOKS_SECRET` then `STANDARD_WEBHOOKS_SECRET_PREVIOUS`, decoded
+    pub standard_webhooks_keys: Vec<SecretBox<[u8]>>,
+}
+
 /// Validated settings. Each field names its variable; see [`SETTINGS`] for defaults.
 #[derive(Clone)]
 pub struct Config {
-    /// `WEBHOOK_SECRET`
-    pub webhook_secret: SecretString,
+    pub auth: AuthSettings,
+    /// `ALLOWED_SOURCES` (`None`: any source)
+    pub allowed_sources: Option<Vec<IpNet>>,
+    /// `TRUSTED_PROXIES`
+    pub trusted_proxies: Vec<IpNet>,
     /// `WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS`
     pub timestamp_tolerance: Duration,
     /// `WEBHOOK_FUTURE_TOLERANCE_SECONDS`
@@ -171,7 +234,9 @@ pub struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("webhook_secret", &"[redacted]")
+            .field("auth_schemes", &self.auth.schemes)
+            .field("allowed_sources", &self.allowed_sources)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("timestamp_tolerance", &self.timestamp_tolerance)
             .field("future_tolerance", &self.future_tolerance)
             .field("bind_addr", &self.bind_addr)
@@ -328,6 +393,149 @@ fn is_valid_subject_prefix(prefix: &str) -> bool {
         })
 }
 
+/// A comma-separated list of secrets (empty entries ignored).
+fn secret_list(r: &Reader, name: &'static str) -> Vec<String> {
+    r.raw(name)
+        .map(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The current secret of a scheme, then its previous ones, each checked for strength.
+fn keyring_secrets(
+    r: &Reader,
+    current: &'static str,
+    previous: &'static str,
+    needed: bool,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(first) = r.raw(current) else {
+        if needed {
+            return Err(invalid(current, "is required by AUTH_SCHEMES but not set"));
+        }
+        return Ok(Vec::new());
+    };
+    let mut all = vec![first];
+    all.extend(secret_list(r, previous));
+    for (i, secret) in all.iter().enumerate() {
+        let variable = if i == 0 { current } else { previous };
+        check_secret_strength(secret).map_err(|p| invalid(variable, p))?;
+    }
+    Ok(all)
+}
+
+fn read_auth(r: &Reader) -> Result<AuthSettings, ConfigError> {
+    let mut schemes = Vec::new();
+    for name in r.required("AUTH_SCHEMES")?.split(',').map(str::trim) {
+        let scheme = Scheme::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
+            invalid(
+                "AUTH_SCHEMES",
+                format!("unknown scheme {name:?}; known: {}", known.join(", ")),
+            )
+        })?;
+        if !schemes.contains(&scheme) {
+            schemes.push(scheme);
+        }
+    }
+    let uses = |s: Scheme| schemes.contains(&s);
+    let hmac_needed = uses(Scheme::BodyHmac) || uses(Scheme::HeaderHmac);
+    let hmac_secrets =
+        keyring_secrets(r, "WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS", hmac_needed)?;
+    let tokens = keyring_secrets(
+        r,
+        "WEBHOOK_TOKEN",
+        "WEBHOOK_TOKEN_PREVIOUS",
+        uses(Scheme::Token),
+    )?;
+    if tokens.iter().any(|t| hmac_secrets.contains(t)) {
+        return Err(invalid(
+            "WEBHOOK_TOKEN",
+            "must differ from every HMAC secret: the token is visible in TradingView's alert text",
+        ));
+    }
+    let token_field = r.required("WEBHOOK_TOKEN_FIELD")?;
+    if crate::signal::KNOWN_FIELDS.contains(&token_field.as_str())
+        || token_field == crate::auth::BODY_SIGNATURE_FIELD
+    {
+        return Err(invalid(
+            "WEBHOOK_TOKEN_FIELD",
+            "must not be a signal field or `signature`",
+        ));
+    }
+    let mut standard_webhooks_keys = Vec::new();
+    let sw_needed = uses(Scheme::StandardWebhooks);
+    let sw_current = r.raw("STANDARD_WEBHOOKS_SECRET");
+    if sw_needed && sw_current.is_none() {
+        return Err(invalid(
+            "STANDARD_WEBHOOKS_SECRET",
+            "is required by AUTH_SCHEMES but not set",
+        ));
+    }
+    if let Some(current) = sw_current {
+        let previous = secret_list(r, "STANDARD_WEBHOOKS_SECRET_PREVIOUS");
+        for (i, secret) in std::iter::once(current).chain(previous).enumerate() {
+            let variable = if i == 0 {
+                "STANDARD_WEBHOOKS_SECRET"
+            } else {
+                "STANDARD_WEBHOOKS_SECRET_PREVIOUS"
+            };
+            let bytes =
+                standard_webhooks::decode_secret(&secret).map_err(|p| invalid(variable, p))?;
+            standard_webhooks_keys.push(SecretBox::new(bytes.into_boxed_slice()));
+        }
+    }
+    Ok(AuthSettings {
+        schemes,
+        hmac_secrets: hmac_secrets.into_iter().map(SecretString::from).collect(),
+        tokens: tokens.into_iter().map(SecretString::from).collect(),
+        token_field,
+        standard_webhooks_keys,
+    })
+}
+
+/// A comma-separated list of CIDRs or bare addresses (and `tradingview` when allowed).
+fn parse_networks(
+    variable: &'static str,
+    text: &str,
+    presets: bool,
+) -> Result<Vec<IpNet>, ConfigError> {
+    let mut networks = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if presets && entry.eq_ignore_ascii_case("tradingview") {
+            networks.extend(
+                TRADINGVIEW_SOURCES
+                    .iter()
+                    .filter_map(|n| n.parse::<IpNet>().ok()),
+            );
+            continue;
+        }
+        let network = entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                let hint = if presets {
+                    " or the preset tradingview"
+                } else {
+                    ""
+                };
+                invalid(
+                    variable,
+                    format!("{entry:?} is not a CIDR (like 10.0.0.0/8) or an address{hint}"),
+                )
+            })?;
+        networks.push(network.trunc());
+    }
+    if networks.is_empty() {
+        return Err(invalid(variable, "is set but lists nothing"));
+    }
+    Ok(networks)
+}
+
 impl Config {
     /// Builds a config from explicit values (tests), falling back to defaults.
     pub fn from_map(values: &HashMap<String, String>) -> Result<Config, ConfigError> {
@@ -336,8 +544,15 @@ impl Config {
 
     pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
         let r = Reader { sources };
-        let secret = r.required("WEBHOOK_SECRET")?;
-        check_secret_strength(&secret).map_err(|p| invalid("WEBHOOK_SECRET", p))?;
+        let auth = read_auth(&r)?;
+        let allowed_sources = match r.raw("ALLOWED_SOURCES") {
+            None => None,
+            Some(text) => Some(parse_networks("ALLOWED_SOURCES", &text, true)?),
+        };
+        let trusted_proxies = match r.raw("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(text) => parse_networks("TRUSTED_PROXIES", &text, false)?,
+        };
 
         let bind_text = r.required("BIND_ADDR")?;
         let bind_addr = bind_text.trim().parse().map_err(|_| {
@@ -394,7 +609,9 @@ impl Config {
         let nats_stream_replicas = r.number("NATS_STREAM_REPLICAS", 1..=5)?;
 
         Ok(Config {
-            webhook_secret: SecretString::from(secret),
+            auth,
+            allowed_sources,
+            trusted_proxies,
             timestamp_tolerance: r.seconds("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 1..=3600)?,
             future_tolerance: r.seconds("WEBHOOK_FUTURE_TOLERANCE_SECONDS", 0..=300)?,
             bind_addr,
@@ -436,9 +653,9 @@ impl Config {
             .join(",")
     }
 
-    /// The webhook secret, for building keys. Keep the result out of logs.
-    pub fn webhook_secret(&self) -> &str {
-        self.webhook_secret.expose_secret()
+    /// The current HMAC secret, when an HMAC scheme is configured. Keep it out of logs.
+    pub fn webhook_secret(&self) -> Option<&str> {
+        self.auth.hmac_secrets.first().map(|s| s.expose_secret())
     }
 }
 
@@ -561,6 +778,120 @@ mod tests {
                 setting.name
             );
         }
+    }
+
+    #[test]
+    fn schemes_need_their_own_secrets() {
+        let token = "tradingview-token-0123456789abcdefXYZ";
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            (
+                "unknown scheme",
+                &[("AUTH_SCHEMES", "hmac-body,carrier-pigeon")],
+                "AUTH_SCHEMES",
+            ),
+            (
+                "token scheme without token",
+                &[("AUTH_SCHEMES", "token")],
+                "WEBHOOK_TOKEN",
+            ),
+            (
+                "token equal to the HMAC secret",
+                &[
+                    ("AUTH_SCHEMES", "token,hmac-body"),
+                    ("WEBHOOK_TOKEN", GOOD_SECRET),
+                ],
+                "WEBHOOK_TOKEN",
+            ),
+            (
+                "weak previous secret",
+                &[("WEBHOOK_SECRET_PREVIOUS", "short")],
+                "WEBHOOK_SECRET_PREVIOUS",
+            ),
+            (
+                "standard webhooks without secret",
+                &[("AUTH_SCHEMES", "standard-webhooks")],
+                "STANDARD_WEBHOOKS_SECRET",
+            ),
+            (
+                "standard webhooks secret too short",
+                &[
+                    ("AUTH_SCHEMES", "standard-webhooks"),
+                    ("STANDARD_WEBHOOKS_SECRET", "whsec_c2hvcnQ="),
+                ],
+                "STANDARD_WEBHOOKS_SECRET",
+            ),
+            (
+                "token field colliding with a signal field",
+                &[("WEBHOOK_TOKEN_FIELD", "ticker")],
+                "WEBHOOK_TOKEN_FIELD",
+            ),
+            (
+                "bad CIDR",
+                &[("ALLOWED_SOURCES", "10.0.0.0/33")],
+                "ALLOWED_SOURCES",
+            ),
+            (
+                "presets only for sources",
+                &[("TRUSTED_PROXIES", "tradingview")],
+                "TRUSTED_PROXIES",
+            ),
+        ];
+        for (description, pairs, variable) in cases {
+            let err = config(pairs).unwrap_err();
+            assert_eq!(err.variable, *variable, "{description}: {err}");
+            assert!(
+                !err.to_string().contains(token),
+                "{description}: token echoed"
+            );
+        }
+    }
+
+    #[test]
+    fn token_only_receivers_need_no_hmac_secret() {
+        let mut map: HashMap<String, String> = HashMap::new();
+        map.insert("AUTH_SCHEMES".into(), "token".into());
+        map.insert(
+            "WEBHOOK_TOKEN".into(),
+            "tradingview-token-0123456789abcdefXYZ".into(),
+        );
+        map.insert(
+            "WEBHOOK_TOKEN_PREVIOUS".into(),
+            "older-token-0123456789abcdefghijklmn".into(),
+        );
+        let c = Config::from_map(&map).unwrap();
+        assert_eq!(c.auth.schemes, [Scheme::Token]);
+        assert_eq!(c.auth.tokens.len(), 2);
+        assert!(c.auth.hmac_secrets.is_empty());
+    }
+
+    #[test]
+    fn sources_take_cidrs_addresses_and_the_tradingview_preset() {
+        let c = config(&[
+            (
+                "ALLOWED_SOURCES",
+                "tradingview, 192.168.1.0/24, 2001:db8::1",
+            ),
+            ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ])
+        .unwrap();
+        let allowed = c.allowed_sources.unwrap();
+        assert_eq!(allowed.len(), 6);
+        assert!(allowed
+            .iter()
+            .any(|n| n.contains(&"52.32.178.7".parse::<std::net::IpAddr>().unwrap())));
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert!(config(&[]).unwrap().allowed_sources.is_none());
+    }
+
+    #[test]
+    fn rotation_keeps_previous_secrets_after_the_current_one() {
+        let c = config(&[(
+            "WEBHOOK_SECRET_PREVIOUS",
+            "older-secret-0123456789abcdefghijk, oldest-secret-0123456789abcdefghij",
+        )])
+        .unwrap();
+        assert_eq!(c.auth.hmac_secrets.len(), 3);
+        assert_eq!(c.webhook_secret(), Some(GOOD_SECRET));
     }
 
     #[test]

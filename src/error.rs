@@ -42,6 +42,8 @@ pub enum ApiError {
     Unavailable { internal: String },
     #[error("no such endpoint")]
     NotFound,
+    #[error("this source address may not send signals")]
+    ForbiddenSource,
     #[error("method not allowed; this endpoint accepts {allow}")]
     MethodNotAllowed { allow: &'static str },
 }
@@ -60,6 +62,7 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ForbiddenSource => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::BadBody => "bad_request",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::NotFound => "not_found",
+            ApiError::ForbiddenSource => "forbidden_source",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }

@@ -63,8 +63,11 @@ impl Intake {
             .map_err(ApiError::InvalidSignature)?;
         let signal = Signal::try_from(&object).map_err(ApiError::InvalidPayload)?;
         let received_at = self.clock.now();
+        if let Some(sent_at) = verified.sender_timestamp {
+            self.check_freshness(sent_at, received_at)?;
+        }
         self.check_freshness(signal.timestamp().utc(), received_at)?;
-        let key = IdempotencyKey::for_signal(&signal, None);
+        let key = IdempotencyKey::for_signal(&signal, verified.sender_message_id.as_deref());
         Ok(Accepted {
             signal,
             key,
@@ -97,6 +100,7 @@ impl Intake {
 mod tests {
     use super::*;
     use crate::auth::{sign_body, sign_header, Key, Keyring, Scheme};
+    use crate::auth::{standard_webhooks, TokenRing};
     use crate::clock::FixedClock;
     use axum::http::HeaderValue;
 
@@ -104,11 +108,12 @@ mod tests {
 
     fn intake(now: &str) -> Intake {
         let ring = Keyring::new(vec![Key::from_bytes(SECRET)]);
+        intake_with(now, Authenticator::hmac(ring))
+    }
+
+    fn intake_with(now: &str, authenticator: Authenticator) -> Intake {
         Intake::new(
-            Authenticator::new(vec![
-                (Scheme::BodyHmac, ring.clone()),
-                (Scheme::HeaderHmac, ring),
-            ]),
+            authenticator,
             Freshness {
                 tolerance: Duration::from_secs(30),
                 future_tolerance: Duration::from_secs(5),
@@ -175,5 +180,72 @@ mod tests {
             i.check(&headers, spaced.as_bytes()).unwrap_err().code(),
             "invalid_signature"
         );
+    }
+
+    #[test]
+    fn standard_webhooks_checks_its_timestamp_and_keys_by_message_id() {
+        let key = Key::from_bytes(b"0123456789abcdef01234567");
+        let authenticator = Authenticator::new(&[Scheme::StandardWebhooks])
+            .with_standard_webhooks(Keyring::new(vec![key.clone()]));
+        let i = intake_with("2025-12-26T12:30:00Z", authenticator);
+        let at = |seconds: i64, id: &str| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in standard_webhooks::sign(&key, id, seconds, SIGNAL.as_bytes()) {
+                headers.insert(name, HeaderValue::from_str(&value).unwrap());
+            }
+            i.check(&headers, SIGNAL.as_bytes())
+        };
+        let now = 1_766_752_200; // 2025-12-26T12:30:00Z
+        let a = at(now, "msg_1").unwrap();
+        let b = at(now, "msg_2").unwrap();
+        assert_eq!(a.verified.sender_message_id.as_deref(), Some("msg_1"));
+        assert_ne!(a.key, b.key, "webhook-id joins the idempotency key");
+        assert_eq!(at(now - 31, "msg_1").unwrap_err().code(), "stale_timestamp");
+        assert_eq!(at(now + 6, "msg_1").unwrap_err().code(), "future_timestamp");
+    }
+
+    #[test]
+    fn token_scheme_consumes_its_field_and_refuses_mixing() {
+        let token = b"tradingview-token-0123456789abcdef";
+        let authenticator = Authenticator::new(&[Scheme::Token, Scheme::BodyHmac])
+            .with_token(TokenRing::new("passphrase", &[token]))
+            .with_hmac(Keyring::new(vec![Key::from_bytes(SECRET)]));
+        let i = intake_with("2025-12-26T12:30:00Z", authenticator);
+        let with_token = SIGNAL.replacen(
+            '{',
+            "{\"passphrase\":\"tradingview-token-0123456789abcdef\",",
+            1,
+        );
+        let accepted = i.check(&HeaderMap::new(), with_token.as_bytes()).unwrap();
+        assert_eq!(accepted.verified.scheme, Scheme::Token);
+        let wrong = with_token.replace("abcdef\"", "abcdeF\"");
+        assert_eq!(
+            i.check(&HeaderMap::new(), wrong.as_bytes())
+                .unwrap_err()
+                .code(),
+            "invalid_signature"
+        );
+        // A token plus a signature: two schemes at once.
+        let mut object = json::parse_object(with_token.as_bytes()).unwrap();
+        sign_body(&Key::from_bytes(SECRET), &mut object);
+        let both = json::to_python_bytes(&json::Value::Object(object));
+        assert!(matches!(
+            i.check(&HeaderMap::new(), &both),
+            Err(ApiError::InvalidSignature(crate::auth::AuthError::Mixed(_)))
+        ));
+    }
+
+    #[test]
+    fn a_scheme_not_accepted_is_refused_even_when_valid() {
+        let ring = Keyring::new(vec![Key::from_bytes(SECRET)]);
+        let i = intake_with(
+            "2025-12-26T12:30:00Z",
+            Authenticator::new(&[Scheme::HeaderHmac]).with_hmac(ring),
+        );
+        let err = i.check(&HeaderMap::new(), &signed(SIGNAL)).unwrap_err();
+        assert!(matches!(
+            err,
+            ApiError::InvalidSignature(crate::auth::AuthError::SchemeNotAccepted(Scheme::BodyHmac))
+        ));
     }
 }

@@ -29,11 +29,12 @@ use tokio::sync::oneshot;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{Config, ConfigError};
 
-use auth::{Authenticator, Key, Keyring, Scheme};
+use auth::{Authenticator, Key, Keyring, Scheme, TokenRing};
 use http::server::{serve, ServerLimits};
 use http::AppState;
 use intake::{Freshness, Intake};
 use publish::{ensure_stream, BrokerState, Publisher, StreamError, StreamSpec};
+use secrecy::ExposeSecret;
 
 /// Why the receiver stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +71,16 @@ pub async fn run_with_clock(
         },
         clock,
     );
+    warn_about_schemes(&config);
     let broker = Arc::new(BrokerState::new());
     let client = connect(&config).await?;
     let publisher = Publisher::new(client.clone(), broker);
     let state = Arc::new(AppState {
         intake,
+        sources: http::source::SourcePolicy::new(
+            config.allowed_sources.clone(),
+            config.trusted_proxies.clone(),
+        ),
         publisher: publisher.clone(),
         stream_name: config.nats_stream.clone(),
         subject_prefix: config.nats_subject_prefix.clone(),
@@ -147,11 +153,43 @@ pub async fn run_with_clock(
 
 /// The accepted schemes with their keys, from the configuration.
 pub fn authenticator(config: &Config) -> Authenticator {
-    let ring = Keyring::new(vec![Key::new(&config.webhook_secret)]);
-    Authenticator::new(vec![
-        (Scheme::BodyHmac, ring.clone()),
-        (Scheme::HeaderHmac, ring),
-    ])
+    let auth = &config.auth;
+    let mut authenticator = Authenticator::new(&auth.schemes);
+    if !auth.hmac_secrets.is_empty() {
+        authenticator = authenticator.with_hmac(Keyring::new(
+            auth.hmac_secrets.iter().map(Key::new).collect(),
+        ));
+    }
+    if !auth.standard_webhooks_keys.is_empty() {
+        let keys = auth
+            .standard_webhooks_keys
+            .iter()
+            .map(|k| Key::from_bytes(k.expose_secret()))
+            .collect();
+        authenticator = authenticator.with_standard_webhooks(Keyring::new(keys));
+    }
+    if !auth.tokens.is_empty() {
+        let tokens: Vec<&[u8]> = auth
+            .tokens
+            .iter()
+            .map(|t| t.expose_secret().as_bytes())
+            .collect();
+        authenticator = authenticator.with_token(TokenRing::new(auth.token_field.clone(), &tokens));
+    }
+    authenticator
+}
+
+/// Start-up warnings about what the chosen schemes mean.
+fn warn_about_schemes(config: &Config) {
+    if config.auth.schemes.contains(&Scheme::Token) {
+        tracing::warn!(
+            field = %config.auth.token_field,
+            "token scheme enabled: the token travels in the alert body, so anyone who can read the alert text (TradingView alert log, shared charts, screenshots) can send signals, and it does not protect the payload from tampering in transit. Restrict sources with ALLOWED_SOURCES=tradingview and keep the endpoint on HTTPS"
+        );
+        if config.allowed_sources.is_none() {
+            tracing::warn!("token scheme enabled without ALLOWED_SOURCES: any address that learns the token can send signals");
+        }
+    }
 }
 
 /// Connects in the background: the receiver serves (and `/ready` says 503) until NATS answers.

@@ -273,6 +273,13 @@ async fn a_full_run_logs_json_without_secrets_and_exits_cleanly_on_sigterm() {
     assert_eq!(accepted["quantity"], "10");
     assert_eq!(accepted["idempotency_key"].as_str().unwrap().len(), 32);
     assert_eq!(accepted["level"], "INFO");
+    assert_eq!(accepted["auth_scheme"], "hmac-body");
+    assert_eq!(
+        accepted["auth_key"],
+        tv_ingress::auth::fingerprint(SECRET.as_bytes())
+    );
+    assert_eq!(accepted["client_ip"], "127.0.0.1");
+    assert_eq!(requests[2]["auth_scheme"], "hmac-header");
     assert_eq!(requests[5]["level"], "WARN");
     assert!(events
         .iter()

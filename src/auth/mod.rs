@@ -2,43 +2,60 @@
 //!
 //! Verify, then parse: the raw body (or its canonical form) is authenticated before any field is
 //! read as a signal, so an unauthenticated sender learns nothing about the schema. A request
-//! names its scheme by the credentials it carries (an `X-Signature` header, or a `signature`
-//! field in the body); carrying none, or those of more than one scheme, is refused. Each scheme
-//! holds a [`Keyring`] of one or more active secrets, so keys can be rotated without downtime.
+//! names its scheme by the credentials it carries (a `signature` field, an `X-Signature` header,
+//! `webhook-*` headers, or the token field); carrying none, or those of more than one scheme, is
+//! refused, as is a scheme this receiver does not accept (`AUTH_SCHEMES`). Each scheme holds one
+//! or more active secrets, so keys can be rotated without a rejected signal.
 //! The scheme's credential fields are removed from the object once checked, so they are never
 //! parsed as signal fields or published.
 
 mod body_hmac;
 mod header_hmac;
 mod keyring;
+pub mod standard_webhooks;
+mod token;
 
-pub use body_hmac::{sign_body, BODY_SIGNATURE_FIELD};
+pub use body_hmac::{canonical_form, sign_body, BODY_SIGNATURE_FIELD};
 pub use header_hmac::{sign_header, SIGNATURE_HEADER};
-pub use keyring::{Key, Keyring};
+pub use keyring::{fingerprint, Key, Keyring};
+pub use token::TokenRing;
 
 use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
 use std::fmt;
 
 use crate::json::Object;
 
 /// The ways a sender can prove a signal is theirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     /// The original scheme: `signature` field = HMAC-SHA256 of the Python `json.dumps` form.
-    #[serde(rename = "hmac-body")]
     BodyHmac,
     /// `X-Signature: sha256=<hex>` = HMAC-SHA256 of the raw body bytes.
-    #[serde(rename = "hmac-header")]
     HeaderHmac,
+    /// Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks,
+    /// A shared token in a body field: the only thing TradingView itself can send. Opt-in.
+    Token,
 }
 
 impl Scheme {
-    pub const ALL: &'static [Scheme] = &[Scheme::BodyHmac, Scheme::HeaderHmac];
+    pub const ALL: &'static [Scheme] = &[
+        Scheme::BodyHmac,
+        Scheme::HeaderHmac,
+        Scheme::StandardWebhooks,
+        Scheme::Token,
+    ];
+
+    /// Accepted when `AUTH_SCHEMES` is not set: the schemes that sign the payload.
+    pub const DEFAULT: &'static [Scheme] = &[Scheme::BodyHmac, Scheme::HeaderHmac];
 
     pub fn name(self) -> &'static str {
         match self {
             Scheme::BodyHmac => "hmac-body",
             Scheme::HeaderHmac => "hmac-header",
+            Scheme::StandardWebhooks => "standard-webhooks",
+            Scheme::Token => "token",
         }
     }
 
@@ -53,50 +70,127 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// Who authenticated a request: the scheme and the fingerprint of the key that matched.
+/// Who authenticated a request, and what the scheme itself said about the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub scheme: Scheme,
+    /// Fingerprint of the key that matched (never the key).
     pub key_fingerprint: String,
+    /// The sender's own message id (`webhook-id`), which joins the idempotency key.
+    pub sender_message_id: Option<String>,
+    /// The sender's signed timestamp (`webhook-timestamp`), checked for freshness too.
+    pub sender_timestamp: Option<DateTime<Utc>>,
+}
+
+impl Verified {
+    fn by(scheme: Scheme, key_fingerprint: String) -> Verified {
+        Verified {
+            scheme,
+            key_fingerprint,
+            sender_message_id: None,
+            sender_timestamp: None,
+        }
+    }
 }
 
 /// Why authentication failed. Always answered as 401 `invalid_signature`; the detail names the
 /// reason but never anything from the payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("no signature: send a `signature` field or an `X-Signature: sha256=<hex>` header")]
-    Missing,
+    #[error("no credentials: this receiver accepts {0}")]
+    Missing(String),
     #[error("the request carries credentials of more than one scheme ({0}); send exactly one")]
     Mixed(String),
     #[error("the {0} scheme is not accepted by this receiver")]
     SchemeNotAccepted(Scheme),
-    #[error("signature is not well-formed: {0}")]
+    #[error("credentials are not well-formed: {0}")]
     Malformed(&'static str),
     #[error("signature does not match")]
     Mismatch,
 }
 
-/// The schemes this receiver accepts and their keys.
-#[derive(Clone)]
+/// The accepted schemes and their keys.
+#[derive(Clone, Default)]
 pub struct Authenticator {
-    accepted: Vec<(Scheme, Keyring)>,
+    accepted: Vec<Scheme>,
+    hmac: Option<Keyring>,
+    standard_webhooks: Option<Keyring>,
+    token: Option<TokenRing>,
 }
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.accepted.iter().map(|(s, k)| (s.name(), k)))
+        f.debug_struct("Authenticator")
+            .field("accepted", &self.accepted)
+            .field("hmac", &self.hmac)
+            .field("standard_webhooks", &self.standard_webhooks)
+            .field("token", &self.token)
             .finish()
     }
 }
 
 impl Authenticator {
-    pub fn new(accepted: Vec<(Scheme, Keyring)>) -> Authenticator {
-        Authenticator { accepted }
+    /// Accepts `hmac-body` and `hmac-header` with `ring`.
+    pub fn hmac(ring: Keyring) -> Authenticator {
+        Authenticator {
+            accepted: Scheme::DEFAULT.to_vec(),
+            hmac: Some(ring),
+            ..Authenticator::default()
+        }
+    }
+
+    /// Accepts exactly `schemes`; each needs its keys set with the `with_*` methods.
+    pub fn new(schemes: &[Scheme]) -> Authenticator {
+        Authenticator {
+            accepted: schemes.to_vec(),
+            ..Authenticator::default()
+        }
+    }
+
+    pub fn with_hmac(mut self, ring: Keyring) -> Authenticator {
+        self.hmac = Some(ring);
+        self
+    }
+
+    pub fn with_standard_webhooks(mut self, ring: Keyring) -> Authenticator {
+        self.standard_webhooks = Some(ring);
+        self
+    }
+
+    pub fn with_token(mut self, ring: TokenRing) -> Authenticator {
+        self.token = Some(ring);
+        self
     }
 
     pub fn schemes(&self) -> impl Iterator<Item = Scheme> + '_ {
-        self.accepted.iter().map(|(s, _)| *s)
+        self.accepted.iter().copied()
+    }
+
+    pub fn accepts(&self, scheme: Scheme) -> bool {
+        self.accepted.contains(&scheme)
+    }
+
+    /// The schemes whose credentials the request carries.
+    fn claimed(&self, headers: &HeaderMap, object: &Object) -> Vec<Scheme> {
+        let mut claimed = Vec::with_capacity(1);
+        if object.contains_key(BODY_SIGNATURE_FIELD) {
+            claimed.push(Scheme::BodyHmac);
+        }
+        if headers.contains_key(SIGNATURE_HEADER) {
+            claimed.push(Scheme::HeaderHmac);
+        }
+        if standard_webhooks::HEADERS
+            .iter()
+            .any(|h| headers.contains_key(*h))
+        {
+            claimed.push(Scheme::StandardWebhooks);
+        }
+        if let Some(token) = &self.token {
+            if object.contains_key(token.field()) {
+                claimed.push(Scheme::Token);
+            }
+        }
+        claimed
     }
 
     /// Checks the request's one credential and removes it from `object`.
@@ -106,35 +200,48 @@ impl Authenticator {
         raw_body: &[u8],
         object: &mut Object,
     ) -> Result<Verified, AuthError> {
-        let mut claimed = Vec::with_capacity(1);
-        if object.contains_key(BODY_SIGNATURE_FIELD) {
-            claimed.push(Scheme::BodyHmac);
-        }
-        if headers.contains_key(SIGNATURE_HEADER) {
-            claimed.push(Scheme::HeaderHmac);
-        }
-        let scheme = match claimed.as_slice() {
-            [] => return Err(AuthError::Missing),
+        let scheme = match self.claimed(headers, object).as_slice() {
+            [] => {
+                let names: Vec<&str> = self.accepted.iter().map(|s| s.name()).collect();
+                return Err(AuthError::Missing(names.join(", ")));
+            }
             [one] => *one,
             many => {
                 let names: Vec<&str> = many.iter().map(|s| s.name()).collect();
                 return Err(AuthError::Mixed(names.join(", ")));
             }
         };
-        let keyring = self
-            .accepted
-            .iter()
-            .find(|(s, _)| *s == scheme)
-            .map(|(_, k)| k)
-            .ok_or(AuthError::SchemeNotAccepted(scheme))?;
-        let key = match scheme {
-            Scheme::BodyHmac => body_hmac::verify(keyring, object)?,
-            Scheme::HeaderHmac => header_hmac::verify(keyring, headers, raw_body)?,
-        };
-        Ok(Verified {
-            scheme,
-            key_fingerprint: key.fingerprint().to_owned(),
-        })
+        if !self.accepts(scheme) {
+            return Err(AuthError::SchemeNotAccepted(scheme));
+        }
+        let not_configured = AuthError::SchemeNotAccepted(scheme);
+        match scheme {
+            Scheme::BodyHmac => {
+                let ring = self.hmac.as_ref().ok_or(not_configured)?;
+                let key = body_hmac::verify(ring, object)?;
+                Ok(Verified::by(scheme, key.fingerprint().to_owned()))
+            }
+            Scheme::HeaderHmac => {
+                let ring = self.hmac.as_ref().ok_or(not_configured)?;
+                let key = header_hmac::verify(ring, headers, raw_body)?;
+                Ok(Verified::by(scheme, key.fingerprint().to_owned()))
+            }
+            Scheme::StandardWebhooks => {
+                let ring = self.standard_webhooks.as_ref().ok_or(not_configured)?;
+                let v = standard_webhooks::verify(ring, headers, raw_body)?;
+                Ok(Verified {
+                    scheme,
+                    key_fingerprint: v.key.fingerprint().to_owned(),
+                    sender_message_id: Some(v.id),
+                    sender_timestamp: Some(v.timestamp),
+                })
+            }
+            Scheme::Token => {
+                let ring = self.token.as_ref().ok_or(not_configured)?;
+                let fingerprint = ring.verify(object)?;
+                Ok(Verified::by(scheme, fingerprint))
+            }
+        }
     }
 }
 

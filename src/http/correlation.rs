@@ -6,13 +6,20 @@
 //! the response is ready: status, outcome, latency, and the signal's fields when the handler
 //! attached them.
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::AppState;
 use crate::error::LogDetail;
+
+/// The client address as judged by the source policy (`None`: a trusted proxy sent garbage).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
@@ -56,10 +63,19 @@ pub struct SignalLog {
     pub stream_seq: Option<u64>,
 }
 
-pub async fn observe(mut request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(app): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = CorrelationId::new();
     request.extensions_mut().insert(id.clone());
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .and_then(|peer| app.sources.client_ip(peer.0.ip(), request.headers()));
+    request.extensions_mut().insert(ClientIp(client_ip));
     let method = request.method().clone();
     let path: String = request.uri().path().chars().take(128).collect();
     let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
@@ -84,6 +100,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
                 correlation_id = id.as_str(),
                 method = method.as_str(),
                 path = path.as_str(),
+                client_ip = client_ip.map(tracing::field::display),
                 status,
                 outcome,
                 latency_ms,

@@ -6,6 +6,7 @@
 pub mod correlation;
 mod health;
 pub mod server;
+pub mod source;
 mod webhook;
 
 use axum::routing::{get, post};
@@ -21,6 +22,7 @@ use crate::publish::Publisher;
 /// Everything a request handler may use.
 pub struct AppState {
     pub intake: Intake,
+    pub sources: source::SourcePolicy,
     pub publisher: Publisher,
     pub stream_name: String,
     pub subject_prefix: String,
@@ -54,6 +56,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(health::ready).fallback(only("GET, HEAD")))
         .route("/", get(health::root).fallback(only("GET, HEAD")))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            correlation::observe,
+        ))
         .with_state(state)
-        .layer(axum::middleware::from_fn(correlation::observe))
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::correlation::{CorrelationId, SignalLog};
+use super::correlation::{ClientIp, CorrelationId, SignalLog};
 use super::AppState;
 use crate::error::ApiError;
 use crate::intake::Accepted;
@@ -31,9 +31,13 @@ struct AcceptedBody<'a> {
 pub async fn webhook(
     State(app): State<Arc<AppState>>,
     Extension(correlation_id): Extension<CorrelationId>,
+    Extension(ClientIp(client_ip)): Extension<ClientIp>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if !app.sources.allows(client_ip) {
+        return ApiError::ForbiddenSource.into_response();
+    }
     let bytes = match read_body(&app, &headers, body).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),

@@ -316,3 +316,92 @@ pub fn healthcheck(sources: &Sources, args: &HealthcheckArgs) -> ExitCode {
         }
     }
 }
+
+#[derive(clap::Args, Debug, Default)]
+pub struct TailArgs {
+    /// Replay every signal in the stream first
+    #[arg(long, conflicts_with_all = ["last", "since"])]
+    pub all: bool,
+    /// Replay the last N signals first
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub last: Option<u64>,
+    /// Replay the signals accepted within this duration first (90s, 5m, 2h, 1d)
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Only this ticker (as sent, e.g. BRK.B)
+    #[arg(long)]
+    pub ticker: Option<String>,
+    /// Exit after this many signals
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+}
+
+/// `tv-ingress tail`.
+pub async fn tail(sources: &Sources, args: &TailArgs) -> ExitCode {
+    let settings = match crate::config::BrokerSettings::from_sources(sources) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tv-ingress: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let from = if args.all {
+        crate::ops::From::All
+    } else if let Some(n) = args.last {
+        crate::ops::From::Last(n)
+    } else if let Some(text) = &args.since {
+        match crate::ops::parse_duration(text) {
+            Ok(d) => crate::ops::From::Since(d),
+            Err(e) => {
+                eprintln!("tv-ingress tail: --since: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        crate::ops::From::Now
+    };
+    let mut out = std::io::stdout();
+    let outcome = tokio::select! {
+        r = crate::ops::tail(&settings, from, args.ticker.as_deref(), args.max, &mut out) => r,
+        () = shutdown_signal() => Ok(0),
+    };
+    match outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tv-ingress tail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct StatusArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tv-ingress status`.
+pub async fn status(sources: &Sources, args: &StatusArgs) -> ExitCode {
+    let settings = match crate::config::BrokerSettings::from_sources(sources) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tv-ingress: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::ops::status(&settings).await {
+        Ok(status) if args.json => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("{}", crate::ops::render_status(&status));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tv-ingress status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

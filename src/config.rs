@@ -94,6 +94,13 @@ pub const SETTINGS: &[Setting] = &[
     setting("HEADER_READ_TIMEOUT_SECONDS", Some("10"), "Time a client has to send the request headers; slower is disconnected (1-300)"),
     setting("MAX_CONNECTIONS", Some("1024"), "Open client connections at most; further ones are closed at once (1-100000)"),
     setting("SHUTDOWN_GRACE_SECONDS", Some("10"), "On SIGTERM/SIGINT, how long in-flight requests may take to finish (0-300)"),
+    setting("HALT_BUCKET", Some("tv_ingress_control"), "JetStream key-value bucket holding the halt switch (key `halt`); created when missing"),
+    Setting {
+        name: "ADMIN_TOKEN",
+        default: None,
+        secret: true,
+        help: "Bearer token for /admin (halt, resume, status); unset disables /admin (404). At least 32 characters, different from every other secret",
+    },
 ];
 
 /// A setting that is missing or wrong; says which and why, never the secret itself.
@@ -229,6 +236,10 @@ pub struct Config {
     pub max_connections: usize,
     /// `SHUTDOWN_GRACE_SECONDS`
     pub shutdown_grace: Duration,
+    /// `HALT_BUCKET`
+    pub halt_bucket: String,
+    /// `ADMIN_TOKEN` (`None`: no admin API)
+    pub admin_token: Option<SecretString>,
 }
 
 impl fmt::Debug for Config {
@@ -249,6 +260,8 @@ impl fmt::Debug for Config {
             .field("nats_stream_replicas", &self.nats_stream_replicas)
             .field("nats_create_stream", &self.nats_create_stream)
             .field("request_deadline", &self.request_deadline)
+            .field("halt_bucket", &self.halt_bucket)
+            .field("admin_api", &self.admin_token.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -536,6 +549,92 @@ fn parse_networks(
     Ok(networks)
 }
 
+/// The settings that locate the broker, the stream and the halt bucket: all that `tail` and
+/// `status` need (they need no webhook secret).
+#[derive(Clone)]
+pub struct BrokerSettings {
+    pub nats_urls: Vec<ServerAddr>,
+    pub nats_creds_file: Option<PathBuf>,
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
+    pub halt_bucket: String,
+}
+
+impl BrokerSettings {
+    pub fn from_sources(sources: &Sources) -> Result<BrokerSettings, ConfigError> {
+        BrokerSettings::read(&Reader { sources })
+    }
+
+    fn read(r: &Reader) -> Result<BrokerSettings, ConfigError> {
+        let urls_text = r.required("NATS_URL")?;
+        let mut nats_urls = Vec::new();
+        for (i, part) in urls_text.split(',').map(str::trim).enumerate() {
+            // The URL may hold a password: the problem names its position, not its text.
+            let addr: ServerAddr = part.parse().map_err(|_| {
+                invalid(
+                    "NATS_URL",
+                    format!("entry {} is not a valid NATS URL (nats://host:port)", i + 1),
+                )
+            })?;
+            nats_urls.push(addr);
+        }
+        let nats_creds_file = r.raw("NATS_CREDS_FILE").map(PathBuf::from);
+        if let Some(path) = &nats_creds_file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "NATS_CREDS_FILE",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        let nats_stream = r.required("NATS_STREAM")?;
+        if !is_valid_stream_name(&nats_stream) {
+            return Err(invalid(
+                "NATS_STREAM",
+                "must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+        let nats_subject_prefix = r.required("NATS_SUBJECT_PREFIX")?;
+        if !is_valid_subject_prefix(&nats_subject_prefix) {
+            return Err(invalid(
+                "NATS_SUBJECT_PREFIX",
+                "must be dot-separated tokens without spaces or wildcards, like signals or trading.signals",
+            ));
+        }
+        let halt_bucket = r.required("HALT_BUCKET")?;
+        if !is_valid_stream_name(&halt_bucket) {
+            return Err(invalid(
+                "HALT_BUCKET",
+                "must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+        Ok(BrokerSettings {
+            nats_urls,
+            nats_creds_file,
+            nats_stream,
+            nats_subject_prefix,
+            halt_bucket,
+        })
+    }
+
+    /// Connects once (no background retry): for command-line tools.
+    pub async fn connect(&self) -> Result<async_nats::Client, String> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(concat!("tv-ingress-cli ", env!("CARGO_PKG_VERSION")))
+            .connection_timeout(Duration::from_secs(3));
+        if let Some(path) = &self.nats_creds_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| format!("NATS_CREDS_FILE: {e}"))?;
+        }
+        options
+            .connect(self.nats_urls.clone())
+            .await
+            .map_err(|e| format!("cannot connect to NATS: {e}"))
+    }
+}
+
 impl Config {
     /// Builds a config from explicit values (tests), falling back to defaults.
     pub fn from_map(values: &HashMap<String, String>) -> Result<Config, ConfigError> {
@@ -569,44 +668,32 @@ impl Config {
             )
         })?;
 
-        let urls_text = r.required("NATS_URL")?;
-        let mut nats_urls = Vec::new();
-        for (i, part) in urls_text.split(',').map(str::trim).enumerate() {
-            // The URL may hold a password: the problem names its position, not its text.
-            let addr: ServerAddr = part.parse().map_err(|_| {
-                invalid(
-                    "NATS_URL",
-                    format!("entry {} is not a valid NATS URL (nats://host:port)", i + 1),
-                )
-            })?;
-            nats_urls.push(addr);
-        }
-
-        let nats_creds_file = r.raw("NATS_CREDS_FILE").map(PathBuf::from);
-        if let Some(path) = &nats_creds_file {
-            if !path.is_file() {
-                return Err(invalid(
-                    "NATS_CREDS_FILE",
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
-        }
-
-        let nats_stream = r.required("NATS_STREAM")?;
-        if !is_valid_stream_name(&nats_stream) {
-            return Err(invalid(
-                "NATS_STREAM",
-                "must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
-            ));
-        }
-        let nats_subject_prefix = r.required("NATS_SUBJECT_PREFIX")?;
-        if !is_valid_subject_prefix(&nats_subject_prefix) {
-            return Err(invalid(
-                "NATS_SUBJECT_PREFIX",
-                "must be dot-separated tokens without spaces or wildcards, like signals or trading.signals",
-            ));
-        }
+        let BrokerSettings {
+            nats_urls,
+            nats_creds_file,
+            nats_stream,
+            nats_subject_prefix,
+            halt_bucket,
+        } = BrokerSettings::read(&r)?;
         let nats_stream_replicas = r.number("NATS_STREAM_REPLICAS", 1..=5)?;
+        let admin_token = match r.raw("ADMIN_TOKEN") {
+            None => None,
+            Some(token) => {
+                check_secret_strength(&token).map_err(|p| invalid("ADMIN_TOKEN", p))?;
+                let reused = auth
+                    .hmac_secrets
+                    .iter()
+                    .chain(&auth.tokens)
+                    .any(|s| s.expose_secret() == token);
+                if reused {
+                    return Err(invalid(
+                        "ADMIN_TOKEN",
+                        "must differ from every webhook secret and token",
+                    ));
+                }
+                Some(SecretString::from(token))
+            }
+        };
 
         Ok(Config {
             auth,
@@ -628,6 +715,8 @@ impl Config {
             header_read_timeout: r.seconds("HEADER_READ_TIMEOUT_SECONDS", 1..=300)?,
             max_connections: r.number("MAX_CONNECTIONS", 1..=100_000)?,
             shutdown_grace: r.seconds("SHUTDOWN_GRACE_SECONDS", 0..=300)?,
+            halt_bucket,
+            admin_token,
         })
     }
 

@@ -44,6 +44,11 @@ pub enum ApiError {
     NotFound,
     #[error("this source address may not send signals")]
     ForbiddenSource,
+    /// Trading is halted: a 4xx on purpose, so the sender does not resend after a resume.
+    #[error("trading is halted: {reason}")]
+    Halted { reason: String },
+    #[error("a valid bearer token is required")]
+    Unauthorized,
     #[error("method not allowed; this endpoint accepts {allow}")]
     MethodNotAllowed { allow: &'static str },
 }
@@ -63,6 +68,8 @@ impl ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::ForbiddenSource => StatusCode::FORBIDDEN,
+            ApiError::Halted { .. } => StatusCode::LOCKED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -82,6 +89,8 @@ impl ApiError {
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::NotFound => "not_found",
             ApiError::ForbiddenSource => "forbidden_source",
+            ApiError::Halted { .. } => "halted",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
@@ -131,6 +140,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }

@@ -11,10 +11,12 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod halt;
 pub mod http;
 pub mod intake;
 pub mod json;
 pub mod natsd;
+pub mod ops;
 pub mod publish;
 pub mod signal;
 pub mod telemetry;
@@ -75,8 +77,19 @@ pub async fn run_with_clock(
     let broker = Arc::new(BrokerState::new());
     let client = connect(&config).await?;
     let publisher = Publisher::new(client.clone(), broker);
+    let halt_switch = halt::HaltSwitch::new();
+    let halt_bucket = halt::HaltBucket {
+        name: config.halt_bucket.clone(),
+        replicas: config.nats_stream_replicas,
+    };
     let state = Arc::new(AppState {
         intake,
+        halt: halt_switch.clone(),
+        halt_bucket: halt_bucket.clone(),
+        admin: config
+            .admin_token
+            .as_ref()
+            .map(|t| http::admin::AdminToken::new(t.expose_secret())),
         sources: http::source::SourcePolicy::new(
             config.allowed_sources.clone(),
             config.trusted_proxies.clone(),
@@ -102,6 +115,12 @@ pub async fn run_with_clock(
         ),
     };
     let (fatal_tx, fatal_rx) = oneshot::channel();
+    let halt_watcher = tokio::spawn(halt::watch(
+        client.clone(),
+        publisher.jetstream().clone(),
+        halt_bucket,
+        halt_switch,
+    ));
     let supervisor = tokio::spawn(supervise_stream(
         publisher.clone(),
         spec,
@@ -137,6 +156,7 @@ pub async fn run_with_clock(
     };
     serve(listener, http::router(state.clone()), limits, stop).await;
     supervisor.abort();
+    halt_watcher.abort();
     match tokio::time::timeout(Duration::from_secs(5), client.drain()).await {
         Ok(Ok(())) => tracing::info!("NATS connection drained"),
         Ok(Err(e)) => tracing::warn!(error = %e, "NATS drain failed"),

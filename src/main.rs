@@ -1,4 +1,5 @@
 //! The `tv-ingress` command line: parse arguments, load settings, hand over to the library.
+//! serve | dev | sign | healthcheck | tail | status
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
 use std::collections::HashMap;
@@ -31,6 +32,10 @@ enum Commands {
     Sign(Box<cli::SignArgs>),
     /// Exit 0 when the local receiver answers 200 on /health (or /ready with --ready).
     Healthcheck(cli::HealthcheckArgs),
+    /// Follow accepted signals as JSON lines (never acknowledges or deletes anything).
+    Tail(cli::TailArgs),
+    /// Stream and halt-switch summary.
+    Status(cli::StatusArgs),
 }
 
 /// One `--flag` per setting, generated from the settings table so names never drift.
@@ -102,6 +107,8 @@ fn main() -> ExitCode {
             runtime(|| cli::serve(config))
         }
         Commands::Dev => runtime(|| cli::dev(sources)),
+        Commands::Tail(args) => runtime(|| async move { cli::tail(&sources, &args).await }),
+        Commands::Status(args) => runtime(|| async move { cli::status(&sources, &args).await }),
     }
 }
 

@@ -23,6 +23,7 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
             "status": "ready",
             "nats": "connected",
             "stream": app.stream_name,
+            "halt": app.halt.current(),
         }))
         .into_response(),
         Some(reason) => (
@@ -39,12 +40,14 @@ pub async fn root(State(app): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "description": "Authenticated TradingView webhooks in, one JetStream message per signal out",
         "stream": app.stream_name,
+        "halt": app.halt.current(),
         "auth_schemes": app.intake.authenticator().schemes().map(|s| s.name()).collect::<Vec<_>>(),
         "endpoints": {
             "POST /webhook": "submit a signed signal",
             "GET /health": "liveness",
             "GET /ready": "readiness (NATS connected, stream verified)",
             "GET /": "this description",
+            "GET /admin/status, POST /admin/halt, POST /admin/resume": "operator controls (bearer ADMIN_TOKEN; 404 when unset)",
         },
     }))
     .into_response()

@@ -3,6 +3,7 @@
 //! Only the exact paths below exist; any other path, method, case or trailing slash gets a JSON
 //! 404 or 405 with a stable error code, so there is no second way into `/webhook`.
 
+pub mod admin;
 pub mod correlation;
 mod health;
 pub mod server;
@@ -22,6 +23,9 @@ use crate::publish::Publisher;
 /// Everything a request handler may use.
 pub struct AppState {
     pub intake: Intake,
+    pub halt: crate::halt::HaltSwitch,
+    pub halt_bucket: crate::halt::HaltBucket,
+    pub admin: Option<admin::AdminToken>,
     pub sources: source::SourcePolicy,
     pub publisher: Publisher,
     pub stream_name: String,
@@ -44,13 +48,22 @@ impl AppState {
         if !self.publisher.state().stream_ready() {
             return Some(self.publisher.state().reason());
         }
+        if let crate::halt::HaltState::Unknown { reason } = self.halt.current() {
+            return Some(reason);
+        }
         None
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     let only = |allow: &'static str| move || async move { ApiError::MethodNotAllowed { allow } };
+    let admin = if state.admin.is_some() {
+        admin::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(admin)
         .route("/webhook", post(webhook::webhook).fallback(only("POST")))
         .route("/health", get(health::health).fallback(only("GET, HEAD")))
         .route("/ready", get(health::ready).fallback(only("GET, HEAD")))

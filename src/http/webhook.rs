@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::correlation::{ClientIp, CorrelationId, SignalLog};
 use super::AppState;
 use crate::error::ApiError;
+use crate::halt::HaltState;
 use crate::intake::Accepted;
 use crate::publish::Published;
 use crate::signal::SignalMessage;
@@ -48,7 +49,16 @@ pub async fn webhook(
         Err(e) => return e.into_response(),
     };
     let mut log = signal_log(&accepted);
-    let mut response = publish(&app, &accepted, &correlation_id, deadline, &mut log).await;
+    let mut response = match app.halt.current() {
+        HaltState::Running { .. } => {
+            publish(&app, &accepted, &correlation_id, deadline, &mut log).await
+        }
+        HaltState::Halted { change } => ApiError::Halted {
+            reason: change.reason,
+        }
+        .into_response(),
+        HaltState::Unknown { reason } => ApiError::Unavailable { internal: reason }.into_response(),
+    };
     response.extensions_mut().insert(log);
     response
 }

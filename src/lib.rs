@@ -15,6 +15,7 @@ pub mod halt;
 pub mod http;
 pub mod intake;
 pub mod json;
+pub mod metrics;
 pub mod natsd;
 pub mod ops;
 pub mod publish;
@@ -76,7 +77,8 @@ pub async fn run_with_clock(
     warn_about_schemes(&config);
     let broker = Arc::new(BrokerState::new());
     let client = connect(&config).await?;
-    let publisher = Publisher::new(client.clone(), broker);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let publisher = Publisher::new(client.clone(), broker, metrics.clone());
     let halt_switch = halt::HaltSwitch::new();
     let halt_bucket = halt::HaltBucket {
         name: config.halt_bucket.clone(),
@@ -84,6 +86,7 @@ pub async fn run_with_clock(
     };
     let state = Arc::new(AppState {
         intake,
+        metrics,
         halt: halt_switch.clone(),
         halt_bucket: halt_bucket.clone(),
         admin: config

@@ -232,16 +232,26 @@ pub struct Publisher {
     client: async_nats::Client,
     js: jetstream::Context,
     state: Arc<BrokerState>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Publisher {
-    pub fn new(client: async_nats::Client, state: Arc<BrokerState>) -> Publisher {
+    pub fn new(
+        client: async_nats::Client,
+        state: Arc<BrokerState>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Publisher {
         let js = jetstream::ContextBuilder::new()
             .timeout(ATTEMPT_TIMEOUT)
             .max_ack_inflight(8192)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Publisher { client, js, state }
+        Publisher {
+            client,
+            js,
+            state,
+            metrics,
+        }
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -262,6 +272,30 @@ impl Publisher {
 
     /// Publishes `payload` with `Nats-Msg-Id: msg_id`, retrying until `deadline`.
     pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        correlation_id: &str,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Result<Published, Unavailable> {
+        let started = Instant::now();
+        let outcome = self
+            .publish_until(subject, msg_id, correlation_id, payload, deadline)
+            .await;
+        let result = match &outcome {
+            Ok(Published::Stored { .. }) => "stored",
+            Ok(Published::Duplicate { .. }) => {
+                self.metrics.duplicates.inc();
+                "duplicate"
+            }
+            Err(_) => "unavailable",
+        };
+        self.metrics.observe_publish(result, started.elapsed());
+        outcome
+    }
+
+    async fn publish_until(
         &self,
         subject: String,
         msg_id: &str,
@@ -327,6 +361,7 @@ impl Publisher {
                 }
             };
             last_error = retry;
+            self.metrics.publish_retries.inc();
             if !self.connected() {
                 return Err(Unavailable(format!("{last_error}; NATS connection lost")));
             }

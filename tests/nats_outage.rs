@@ -116,10 +116,17 @@ async fn shutdown_lets_in_flight_requests_finish_and_turns_ready_off() {
     let body = sign_in_body(&unique_signal(0));
     let pending =
         tokio::spawn(async move { request(addr, "POST", "/webhook", &[], body.into()).await });
-    // Wait until the request is being processed (the log has no hook, so poll the stream of
-    // connections: the request task is running once /health answers on a second connection).
-    assert_eq!(app.get("/health").await.status, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the request is being processed: /metrics counts it (and the scrape itself).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !app
+        .get("/metrics")
+        .await
+        .text
+        .contains("tv_ingress_requests_in_flight 2")
+    {
+        assert!(Instant::now() < deadline, "the request never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let stopping = tokio::spawn(app.stop());
     let r = pending.await.unwrap();

@@ -78,7 +78,9 @@ pub async fn observe(
     request.extensions_mut().insert(ClientIp(client_ip));
     let method = request.method().clone();
     let path: String = request.uri().path().chars().take(128).collect();
+    let in_flight = InFlight::enter(&app);
     let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    drop(in_flight);
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
@@ -91,7 +93,15 @@ pub async fn observe(
         (None, Some(_)) => "accepted",
         (None, None) => "ok",
     };
-    let probe = path == "/health" || path == "/ready";
+    app.metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            endpoint: crate::metrics::endpoint_of(&path),
+            outcome,
+            status,
+        })
+        .inc();
+    let probe = path == "/health" || path == "/ready" || path == "/metrics";
     macro_rules! event {
         ($level:expr) => {
             tracing::event!(
@@ -124,4 +134,20 @@ pub async fn observe(
         event!(tracing::Level::INFO);
     }
     response
+}
+
+/// Counts a request in flight until dropped (also when the client goes away mid-request).
+struct InFlight<'a>(&'a AppState);
+
+impl<'a> InFlight<'a> {
+    fn enter(app: &'a AppState) -> InFlight<'a> {
+        app.metrics.in_flight.inc();
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
 }

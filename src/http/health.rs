@@ -47,8 +47,29 @@ pub async fn root(State(app): State<Arc<AppState>>) -> Response {
             "GET /health": "liveness",
             "GET /ready": "readiness (NATS connected, stream verified)",
             "GET /": "this description",
+            "GET /metrics": "Prometheus metrics",
             "GET /admin/status, POST /admin/halt, POST /admin/resume": "operator controls (bearer ADMIN_TOKEN; 404 when unset)",
         },
     }))
     .into_response()
+}
+
+/// Prometheus scrape: gauges that mirror live state are refreshed first.
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let m = &app.metrics;
+    m.nats_connected.set(i64::from(app.publisher.connected()));
+    m.stream_ready
+        .set(i64::from(app.publisher.state().stream_ready()));
+    m.halted.set(i64::from(!matches!(
+        app.halt.current(),
+        crate::halt::HaltState::Running { .. }
+    )));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
 }

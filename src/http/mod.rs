@@ -23,6 +23,7 @@ use crate::publish::Publisher;
 /// Everything a request handler may use.
 pub struct AppState {
     pub intake: Intake,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub halt: crate::halt::HaltSwitch,
     pub halt_bucket: crate::halt::HaltBucket,
     pub admin: Option<admin::AdminToken>,
@@ -68,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health::health).fallback(only("GET, HEAD")))
         .route("/ready", get(health::ready).fallback(only("GET, HEAD")))
         .route("/", get(health::root).fallback(only("GET, HEAD")))
+        .route("/metrics", get(health::metrics).fallback(only("GET, HEAD")))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

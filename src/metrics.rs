@@ -1,0 +1,175 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//!
+//! Label values come from closed sets (endpoint names, error codes, status codes), never from the
+//! request, so a scanner cannot blow up the number of series.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `webhook`, `health`, `ready`, `root`, `admin`, `metrics`, `docs` or `other`.
+    pub endpoint: &'static str,
+    /// `accepted`, `ok`, or the error code.
+    pub outcome: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    /// `stored`, `duplicate` or `unavailable`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub publish_seconds: Family<PublishLabels, Histogram>,
+    pub duplicates: Counter,
+    pub publish_retries: Counter,
+    pub in_flight: Gauge,
+    pub nats_connected: Gauge,
+    pub stream_ready: Gauge,
+    pub halted: Gauge,
+    /// Accumulated for exposition as a float gauge is not needed; seconds since start.
+    pub started: Gauge<f64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tv_ingress");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests by endpoint, outcome and status",
+            requests.clone(),
+        );
+        let publish_seconds = Family::<PublishLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms to about 4 s.
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+        });
+        registry.register(
+            "publish_duration_seconds",
+            "Time from publish to a definite PubAck (or giving up), retries included",
+            publish_seconds.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "duplicates",
+            "Signals refused as duplicates by the stream's window",
+            duplicates.clone(),
+        );
+        let publish_retries = Counter::default();
+        registry.register(
+            "publish_retries",
+            "Publish attempts retried with the same Nats-Msg-Id",
+            publish_retries.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests being served now",
+            in_flight.clone(),
+        );
+        let nats_connected = Gauge::default();
+        registry.register(
+            "nats_connected",
+            "1 when the NATS connection is up",
+            nats_connected.clone(),
+        );
+        let stream_ready = Gauge::default();
+        registry.register(
+            "stream_ready",
+            "1 when the stream is verified",
+            stream_ready.clone(),
+        );
+        let halted = Gauge::default();
+        registry.register(
+            "halted",
+            "1 when trading is halted (or the halt state is unknown)",
+            halted.clone(),
+        );
+        let started = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "start_time_seconds",
+            "Unix time the process started",
+            started.clone(),
+        );
+        started.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Build information; the value is always 1",
+            build,
+        );
+        Metrics {
+            registry,
+            requests,
+            publish_seconds,
+            duplicates,
+            publish_retries,
+            in_flight,
+            nats_connected,
+            stream_ready,
+            halted,
+            started,
+        }
+    }
+
+    pub fn observe_publish(&self, result: &'static str, took: Duration) {
+        self.publish_seconds
+            .get_or_create(&PublishLabels { result })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The `endpoint` label for a path (a closed set).
+pub fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/webhook" => "webhook",
+        "/health" => "health",
+        "/ready" => "ready",
+        "/" => "root",
+        "/metrics" => "metrics",
+        "/openapi.json" => "openapi",
+        p if p == "/docs" || p.starts_with("/docs/") => "docs",
+        p if p.starts_with("/admin/") => "admin",
+        _ => "other",
+    }
+}

@@ -332,3 +332,84 @@ pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .ok()
         .flatten()
 }
+
+/// Three (or more) nats-servers on loopback forming one JetStream cluster.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    _store: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes with routes to each other and waits until every node is healthy.
+    pub async fn start(size: usize) -> Result<NatsCluster, NatsdError> {
+        let store = tempfile::Builder::new()
+            .prefix("tv-ingress-cluster-")
+            .tempdir()
+            .map_err(|e| NatsdError::Start(format!("temporary store: {e}")))?;
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, cluster_port) in cluster_ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let config = format!(
+                "server_name: {name}\ncluster {{\n  name: tvi\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{}]\n}}\n",
+                routes.join(", ")
+            );
+            let spec = ServerSpec {
+                name,
+                port: free_port(),
+                monitor_port: free_port(),
+                store_dir: store.path().join(format!("n{}", i + 1)),
+                config: Some(config),
+            };
+            let mut node = NatsServer::with_spec(spec)?;
+            node.spawn()?;
+            nodes.push(node);
+        }
+        let cluster = NatsCluster {
+            nodes,
+            _store: store,
+        };
+        for node in &cluster.nodes {
+            node.wait_healthy(Duration::from_secs(30)).await?;
+        }
+        cluster
+            .wait_for_meta_leader(Duration::from_secs(30))
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Client URLs of every node, comma-separated (as `NATS_URL` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node whose server name is `name`.
+    pub fn node_named(&mut self, name: &str) -> Option<&mut NatsServer> {
+        self.nodes.iter_mut().find(|n| n.spec().name == name)
+    }
+
+    /// Waits until every running node answers the full `/healthz` (JetStream meta leader known).
+    pub async fn wait_for_meta_leader(&self, limit: Duration) -> Result<(), NatsdError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            while http_status(node.monitor_addr(), "/healthz").await != Some(200) {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(NatsdError::Start(format!(
+                        "{} not healthy after {limit:?}",
+                        node.spec().name
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+}

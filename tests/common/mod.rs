@@ -319,3 +319,41 @@ impl TestApp {
         .await
     }
 }
+
+/// The real binary running `serve`, killed on drop.
+pub struct BinaryApp {
+    pub addr: SocketAddr,
+    pub child: tokio::process::Child,
+}
+
+impl BinaryApp {
+    /// Starts `tv-ingress serve` with the test secret and `env`, and waits for `/ready`.
+    pub async fn start(nats_url: &str, env: &[(&str, &str)]) -> BinaryApp {
+        let port = tv_ingress::natsd::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv-ingress"))
+            .arg("serve")
+            .env_clear()
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("NATS_URL", nats_url)
+            .env("BIND_ADDR", addr.to_string())
+            .env("LOG_LEVEL", "WARN")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("binary starts");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tv_ingress::natsd::http_status(addr, "/ready").await != Some(200) {
+            assert!(tokio::time::Instant::now() < deadline, "binary not ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        BinaryApp { addr, child }
+    }
+
+    /// SIGKILL: the process dies with requests in flight.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}

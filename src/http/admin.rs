@@ -71,7 +71,13 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     app.admin.as_ref().ok_or(ApiError::NotFound)?.check(headers)
 }
 
-async fn status(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Halt state, its recent history and readiness.
+#[utoipa::path(get, path = "/admin/status", tag = "admin", security(("admin_token" = [])), responses(
+    (status = 200, description = "State and history"),
+    (status = 401, description = "unauthorized", body = super::openapi::ErrorResponse),
+    (status = 404, description = "Admin API disabled (no ADMIN_TOKEN)"),
+))]
+pub(crate) async fn status(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = authorize(&app, &headers) {
         return e.into_response();
     }
@@ -162,13 +168,39 @@ async fn change(
     .into_response())
 }
 
-async fn halt_now(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Halt every replica: `/webhook` answers 423 until resumed.
+#[utoipa::path(post, path = "/admin/halt", tag = "admin", security(("admin_token" = [])),
+    request_body = super::openapi::ChangeRequest,
+    responses(
+        (status = 200, description = "Recorded in the halt bucket"),
+        (status = 401, description = "unauthorized", body = super::openapi::ErrorResponse),
+        (status = 422, description = "reason missing", body = super::openapi::ErrorResponse),
+        (status = 503, description = "the bucket could not be written", body = super::openapi::ErrorResponse),
+    ),
+)]
+pub(crate) async fn halt_now(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     change(&app, &headers, &body, true)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn resume(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Resume every replica.
+#[utoipa::path(post, path = "/admin/resume", tag = "admin", security(("admin_token" = [])),
+    request_body = super::openapi::ChangeRequest,
+    responses(
+        (status = 200, description = "Recorded in the halt bucket"),
+        (status = 401, description = "unauthorized", body = super::openapi::ErrorResponse),
+    ),
+)]
+pub(crate) async fn resume(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     change(&app, &headers, &body, false)
         .await
         .unwrap_or_else(IntoResponse::into_response)

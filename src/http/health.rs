@@ -13,10 +13,17 @@ use std::sync::Arc;
 
 use super::AppState;
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Running")))]
 pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// Readiness: 200 when NATS is connected, the stream verified and the halt state known.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses(
+    (status = 200, description = "Ready (also while halted: a halted replica is healthy)"),
+    (status = 503, description = "Not ready, with a reason"),
+))]
 pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
     match app.not_ready_reason() {
         None => Json(json!({
@@ -34,6 +41,8 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Name, version, halt state, schemes and endpoints.
+#[utoipa::path(get, path = "/", tag = "operations", responses((status = 200, description = "Service description")))]
 pub async fn root(State(app): State<Arc<AppState>>) -> Response {
     Json(json!({
         "name": "tv-ingress",
@@ -55,6 +64,7 @@ pub async fn root(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Prometheus scrape: gauges that mirror live state are refreshed first.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let m = &app.metrics;
     m.nats_connected.set(i64::from(app.publisher.connected()));

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod correlation;
 mod health;
+pub mod openapi;
 pub mod server;
 pub mod source;
 mod webhook;
@@ -65,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     Router::new()
         .merge(admin)
+        .merge(openapi::routes())
         .route("/webhook", post(webhook::webhook).fallback(only("POST")))
         .route("/health", get(health::health).fallback(only("GET, HEAD")))
         .route("/ready", get(health::ready).fallback(only("GET, HEAD")))

@@ -29,6 +29,36 @@ struct AcceptedBody<'a> {
     seq: u64,
 }
 
+/// Submit one signed trading signal.
+///
+/// Checks, in order: source (403), size (413), strict JSON (400), authentication (401), schema
+/// (422), freshness (400), halt (423); then publishes with the idempotency key as `Nats-Msg-Id`
+/// and answers after the PubAck.
+#[utoipa::path(
+    post,
+    path = "/webhook",
+    tag = "signals",
+    request_body(
+        content(
+            (super::openapi::SignalRequest = "application/json"),
+            (super::openapi::SignalRequest = "text/plain"),
+        ),
+        description = "The signal; Content-Type is not checked (TradingView sends text/plain)",
+    ),
+    responses(
+        (status = 200, description = "Stored in the stream", body = super::openapi::AcceptedResponse),
+        (status = 400, description = "malformed_json, stale_timestamp, future_timestamp or bad_request", body = super::openapi::ErrorResponse),
+        (status = 401, description = "invalid_signature", body = super::openapi::ErrorResponse),
+        (status = 403, description = "forbidden_source", body = super::openapi::ErrorResponse),
+        (status = 408, description = "request_timeout", body = super::openapi::ErrorResponse),
+        (status = 409, description = "duplicate: already stored", body = super::openapi::ErrorResponse),
+        (status = 413, description = "payload_too_large", body = super::openapi::ErrorResponse),
+        (status = 422, description = "invalid_payload, with the list of field errors", body = super::openapi::ErrorResponse),
+        (status = 423, description = "halted: trading is halted", body = super::openapi::ErrorResponse),
+        (status = 503, description = "unavailable: not confirmed stored; retry (Retry-After)", body = super::openapi::ErrorResponse),
+    ),
+    security((), ("x_signature" = [])),
+)]
 pub async fn webhook(
     State(app): State<Arc<AppState>>,
     Extension(correlation_id): Extension<CorrelationId>,

@@ -272,8 +272,14 @@ pub struct StoredMessage {
 }
 
 /// Every message currently in `stream`, in order.
+/// `nats_url` may list several servers, comma-separated (any live one answers).
 pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<StoredMessage> {
-    let client = async_nats::connect(nats_url)
+    let servers: Vec<async_nats::ServerAddr> = nats_url
+        .split(',')
+        .map(|u| u.trim().parse().unwrap())
+        .collect();
+    let client = async_nats::ConnectOptions::new()
+        .connect(servers)
         .await
         .expect("connect to NATS");
     let js = async_nats::jetstream::new(client);
@@ -312,11 +318,13 @@ pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<StoredMessage>
 
 impl TestApp {
     pub async fn stream_messages(&self) -> Vec<StoredMessage> {
-        stream_messages(
-            self.config.nats_urls[0].as_url_str(),
-            &self.config.nats_stream,
-        )
-        .await
+        let urls: Vec<&str> = self
+            .config
+            .nats_urls
+            .iter()
+            .map(|u| u.as_url_str())
+            .collect();
+        stream_messages(&urls.join(","), &self.config.nats_stream).await
     }
 }
 

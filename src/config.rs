@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
-use crate::auth::{standard_webhooks, Scheme};
+use crate::auth::{standard_webhooks, CertExpectation, Scheme};
 
 /// One configurable value.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +94,17 @@ pub const SETTINGS: &[Setting] = &[
     setting("HEADER_READ_TIMEOUT_SECONDS", Some("10"), "Time a client has to send the request headers; slower is disconnected (1-300)"),
     setting("MAX_CONNECTIONS", Some("1024"), "Open client connections at most; further ones are closed at once (1-100000)"),
     setting("SHUTDOWN_GRACE_SECONDS", Some("10"), "On SIGTERM/SIGINT, how long in-flight requests may take to finish (0-300)"),
+    setting("TLS_CERT", None, "PEM certificate chain: turns on the HTTPS listener (with TLS_KEY); reloaded when the file changes"),
+    Setting {
+        name: "TLS_KEY",
+        default: None,
+        secret: false,
+        help: "PEM private key of TLS_CERT (a path; the key file itself is the secret)",
+    },
+    setting("TLS_BIND_ADDR", Some("0.0.0.0:8443"), "Address of the HTTPS listener (when TLS_CERT is set); BIND_ADDR stays plain HTTP"),
+    setting("TLS_CLIENT_CA", None, "PEM CA bundle that client certificates must chain to; default: the Mozilla roots"),
+    setting("CLIENT_CERT_EXPECT", Some("tradingview"), "Client certificate the tradingview-cert scheme accepts: tradingview, or subject=<DN>[;email=<address>]"),
+    setting("CLIENT_CERT_PROXY_HEADERS", Some("false"), "Believe X-SSL-Client-Verify / -S-DN / -Cert from TRUSTED_PROXIES (TLS terminated by nginx or HAProxy)"),
     setting("HALT_BUCKET", Some("tv_ingress_control"), "JetStream key-value bucket holding the halt switch (key `halt`); created when missing"),
     Setting {
         name: "ADMIN_TOKEN",
@@ -196,6 +207,14 @@ pub struct AuthSettings {
     pub standard_webhooks_keys: Vec<SecretBox<[u8]>>,
 }
 
+/// The HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub bind_addr: SocketAddr,
+}
+
 /// Validated settings. Each field names its variable; see [`SETTINGS`] for defaults.
 #[derive(Clone)]
 pub struct Config {
@@ -236,6 +255,14 @@ pub struct Config {
     pub max_connections: usize,
     /// `SHUTDOWN_GRACE_SECONDS`
     pub shutdown_grace: Duration,
+    /// `TLS_CERT`, `TLS_KEY`, `TLS_BIND_ADDR` (`None`: no HTTPS listener)
+    pub tls: Option<TlsSettings>,
+    /// `TLS_CLIENT_CA` (`None`: the Mozilla roots)
+    pub tls_client_ca: Option<PathBuf>,
+    /// `CLIENT_CERT_EXPECT`
+    pub client_cert_expect: CertExpectation,
+    /// `CLIENT_CERT_PROXY_HEADERS`
+    pub client_cert_proxy_headers: bool,
     /// `HALT_BUCKET`
     pub halt_bucket: String,
     /// `ADMIN_TOKEN` (`None`: no admin API)
@@ -676,6 +703,50 @@ impl Config {
             halt_bucket,
         } = BrokerSettings::read(&r)?;
         let nats_stream_replicas = r.number("NATS_STREAM_REPLICAS", 1..=5)?;
+        let tls = match (r.raw("TLS_CERT"), r.raw("TLS_KEY")) {
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("TLS_KEY", "is required with TLS_CERT")),
+            (None, Some(_)) => return Err(invalid("TLS_CERT", "is required with TLS_KEY")),
+            (Some(cert), Some(key)) => {
+                let bind_text = r.required("TLS_BIND_ADDR")?;
+                let bind_addr = bind_text.trim().parse().map_err(|_| {
+                    invalid(
+                        "TLS_BIND_ADDR",
+                        format!("must be host:port like 0.0.0.0:8443, got {bind_text:?}"),
+                    )
+                })?;
+                let settings = TlsSettings {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                    bind_addr,
+                };
+                crate::tls::load_pair(&settings.cert, &settings.key)
+                    .map_err(|p| invalid("TLS_CERT", p))?;
+                Some(settings)
+            }
+        };
+        let tls_client_ca = r.raw("TLS_CLIENT_CA").map(PathBuf::from);
+        if let Some(path) = &tls_client_ca {
+            crate::tls::load_roots(path).map_err(|p| invalid("TLS_CLIENT_CA", p))?;
+        }
+        let client_cert_expect = CertExpectation::parse(&r.required("CLIENT_CERT_EXPECT")?)
+            .map_err(|p| invalid("CLIENT_CERT_EXPECT", p))?;
+        let client_cert_proxy_headers = r.boolean("CLIENT_CERT_PROXY_HEADERS")?;
+        if client_cert_proxy_headers && trusted_proxies.is_empty() {
+            return Err(invalid(
+                "CLIENT_CERT_PROXY_HEADERS",
+                "needs TRUSTED_PROXIES: the headers are believed only from those addresses",
+            ));
+        }
+        if auth.schemes.contains(&Scheme::TradingViewCert)
+            && tls.is_none()
+            && !client_cert_proxy_headers
+        {
+            return Err(invalid(
+                "AUTH_SCHEMES",
+                "tradingview-cert needs TLS_CERT/TLS_KEY (this receiver terminates TLS) or CLIENT_CERT_PROXY_HEADERS=true (a trusted proxy does)",
+            ));
+        }
         let admin_token = match r.raw("ADMIN_TOKEN") {
             None => None,
             Some(token) => {
@@ -715,6 +786,10 @@ impl Config {
             header_read_timeout: r.seconds("HEADER_READ_TIMEOUT_SECONDS", 1..=300)?,
             max_connections: r.number("MAX_CONNECTIONS", 1..=100_000)?,
             shutdown_grace: r.seconds("SHUTDOWN_GRACE_SECONDS", 0..=300)?,
+            tls,
+            tls_client_ca,
+            client_cert_expect,
+            client_cert_proxy_headers,
             halt_bucket,
             admin_token,
         })

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{Authenticator, Verified};
+use crate::auth::{Authenticator, ClientCertificate, Verified};
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::json;
@@ -56,10 +56,20 @@ impl Intake {
     }
 
     pub fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, ApiError> {
+        self.check_with_certificate(headers, body, None)
+    }
+
+    /// [`Intake::check`] for a request whose connection presented a client certificate.
+    pub fn check_with_certificate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        cert: Option<&ClientCertificate>,
+    ) -> Result<Accepted, ApiError> {
         let mut object = json::parse_object(body).map_err(ApiError::MalformedJson)?;
         let verified = self
             .authenticator
-            .verify(headers, body, &mut object)
+            .verify(headers, body, &mut object, cert)
             .map_err(ApiError::InvalidSignature)?;
         let signal = Signal::try_from(&object).map_err(ApiError::InvalidPayload)?;
         let received_at = self.clock.now();

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod publish;
 pub mod signal;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +34,7 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{Config, ConfigError};
 
 use auth::{Authenticator, Key, Keyring, Scheme, TokenRing};
-use http::server::{serve, ServerLimits};
+use http::server::{serve, Endpoint, ServerLimits};
 use http::AppState;
 use intake::{Freshness, Intake};
 use publish::{ensure_stream, BrokerState, Publisher, StreamError, StreamSpec};
@@ -48,6 +49,8 @@ pub enum RunError {
     Nats(String),
     #[error("refusing to start: {0}")]
     Stream(StreamError),
+    #[error("listener: {0}")]
+    Listen(String),
 }
 
 /// Serves until `shutdown` completes, with the system clock.
@@ -59,13 +62,77 @@ pub async fn run(
     run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
 }
 
-/// [`run`] with an injected clock (tests pin "now").
+/// [`run`] with an injected clock (tests pin "now"). The HTTPS listener, when configured, is
+/// bound from `TLS_BIND_ADDR`.
 pub async fn run_with_clock(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     clock: Arc<dyn Clock>,
 ) -> Result<(), RunError> {
+    let https = match &config.tls {
+        Some(tls) => Some(
+            TcpListener::bind(tls.bind_addr)
+                .await
+                .map_err(|e| RunError::Listen(format!("TLS_BIND_ADDR {}: {e}", tls.bind_addr)))?,
+        ),
+        None => None,
+    };
+    let listeners = Listeners {
+        http: Some(listener),
+        https,
+    };
+    run_with(config, listeners, shutdown, clock).await
+}
+
+/// The sockets to serve on: plain HTTP and, with `TLS_CERT`, HTTPS.
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+}
+
+/// The most general entry point: explicit listeners and clock.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: Arc<dyn Clock>,
+) -> Result<(), RunError> {
+    let mut endpoints = Vec::new();
+    let mut cert_watcher = None;
+    if let Some(listener) = listeners.http {
+        endpoints.push(Endpoint {
+            listener,
+            tls: None,
+        });
+    }
+    if let (Some(listener), Some(tls)) = (listeners.https, &config.tls) {
+        let client_roots = if config.auth.schemes.contains(&Scheme::TradingViewCert) {
+            Some(match &config.tls_client_ca {
+                Some(path) => tls::load_roots(path).map_err(RunError::Listen)?,
+                None => tls::mozilla_roots(),
+            })
+        } else {
+            None
+        };
+        let endpoint =
+            tls::TlsEndpoint::new(&tls.cert, &tls.key, client_roots).map_err(RunError::Listen)?;
+        cert_watcher = Some(tokio::spawn(endpoint.cert.clone().watch()));
+        tracing::info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            client_certificates = endpoint.client_verifier.is_some(),
+            "HTTPS listener"
+        );
+        endpoints.push(Endpoint {
+            listener,
+            tls: Some(endpoint),
+        });
+    }
+    let bind_addrs: Vec<String> = endpoints
+        .iter()
+        .filter_map(|e| e.listener.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
     let intake = Intake::new(
         authenticator(&config),
         Freshness {
@@ -93,6 +160,7 @@ pub async fn run_with_clock(
             .admin_token
             .as_ref()
             .map(|t| http::admin::AdminToken::new(t.expose_secret())),
+        client_cert_proxy_headers: config.client_cert_proxy_headers,
         sources: http::source::SourcePolicy::new(
             config.allowed_sources.clone(),
             config.trusted_proxies.clone(),
@@ -132,7 +200,7 @@ pub async fn run_with_clock(
     ));
 
     tracing::info!(
-        bind_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = ?bind_addrs,
         nats = %config.nats_urls_redacted(),
         stream = %config.nats_stream,
         subject_prefix = %config.nats_subject_prefix,
@@ -157,7 +225,10 @@ pub async fn run_with_clock(
         max_connections: config.max_connections,
         shutdown_grace: config.shutdown_grace,
     };
-    serve(listener, http::router(state.clone()), limits, stop).await;
+    serve(endpoints, http::router(state.clone()), limits, stop).await;
+    if let Some(watcher) = cert_watcher {
+        watcher.abort();
+    }
     supervisor.abort();
     halt_watcher.abort();
     match tokio::time::timeout(Duration::from_secs(5), client.drain()).await {
@@ -190,6 +261,9 @@ pub fn authenticator(config: &Config) -> Authenticator {
             .map(|k| Key::from_bytes(k.expose_secret()))
             .collect();
         authenticator = authenticator.with_standard_webhooks(Keyring::new(keys));
+    }
+    if auth.schemes.contains(&Scheme::TradingViewCert) {
+        authenticator = authenticator.with_client_cert(config.client_cert_expect.clone());
     }
     if !auth.tokens.is_empty() {
         let tokens: Vec<&[u8]> = auth

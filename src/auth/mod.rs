@@ -10,12 +10,14 @@
 //! parsed as signal fields or published.
 
 mod body_hmac;
+pub mod client_cert;
 mod header_hmac;
 mod keyring;
 pub mod standard_webhooks;
 mod token;
 
 pub use body_hmac::{canonical_form, sign_body, BODY_SIGNATURE_FIELD};
+pub use client_cert::{CertExpectation, ClientCertificate};
 pub use header_hmac::{sign_header, SIGNATURE_HEADER};
 pub use keyring::{fingerprint, Key, Keyring};
 pub use token::TokenRing;
@@ -37,6 +39,8 @@ pub enum Scheme {
     StandardWebhooks,
     /// A shared token in a body field: the only thing TradingView itself can send. Opt-in.
     Token,
+    /// TradingView's TLS client certificate (HTTPS only, or via a trusted proxy). Opt-in.
+    TradingViewCert,
 }
 
 impl Scheme {
@@ -45,6 +49,7 @@ impl Scheme {
         Scheme::HeaderHmac,
         Scheme::StandardWebhooks,
         Scheme::Token,
+        Scheme::TradingViewCert,
     ];
 
     /// Accepted when `AUTH_SCHEMES` is not set: the schemes that sign the payload.
@@ -56,6 +61,7 @@ impl Scheme {
             Scheme::HeaderHmac => "hmac-header",
             Scheme::StandardWebhooks => "standard-webhooks",
             Scheme::Token => "token",
+            Scheme::TradingViewCert => "tradingview-cert",
         }
     }
 
@@ -107,6 +113,8 @@ pub enum AuthError {
     Malformed(&'static str),
     #[error("signature does not match")]
     Mismatch,
+    #[error("client certificate not accepted: {0}")]
+    Certificate(String),
 }
 
 /// The accepted schemes and their keys.
@@ -116,6 +124,7 @@ pub struct Authenticator {
     hmac: Option<Keyring>,
     standard_webhooks: Option<Keyring>,
     token: Option<TokenRing>,
+    client_cert: Option<CertExpectation>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -125,6 +134,7 @@ impl fmt::Debug for Authenticator {
             .field("hmac", &self.hmac)
             .field("standard_webhooks", &self.standard_webhooks)
             .field("token", &self.token)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -162,6 +172,11 @@ impl Authenticator {
         self
     }
 
+    pub fn with_client_cert(mut self, expectation: CertExpectation) -> Authenticator {
+        self.client_cert = Some(expectation);
+        self
+    }
+
     pub fn schemes(&self) -> impl Iterator<Item = Scheme> + '_ {
         self.accepted.iter().copied()
     }
@@ -193,18 +208,18 @@ impl Authenticator {
         claimed
     }
 
-    /// Checks the request's one credential and removes it from `object`.
+    /// Checks the request's one credential and removes it from `object`. `cert` is the client
+    /// certificate of the connection (or reported by a trusted proxy), used only when the
+    /// request itself carries no credential.
     pub fn verify(
         &self,
         headers: &HeaderMap,
         raw_body: &[u8],
         object: &mut Object,
+        cert: Option<&ClientCertificate>,
     ) -> Result<Verified, AuthError> {
         let scheme = match self.claimed(headers, object).as_slice() {
-            [] => {
-                let names: Vec<&str> = self.accepted.iter().map(|s| s.name()).collect();
-                return Err(AuthError::Missing(names.join(", ")));
-            }
+            [] => return self.verify_certificate(cert),
             [one] => *one,
             many => {
                 let names: Vec<&str> = many.iter().map(|s| s.name()).collect();
@@ -241,7 +256,36 @@ impl Authenticator {
                 let fingerprint = ring.verify(object)?;
                 Ok(Verified::by(scheme, fingerprint))
             }
+            // Never claimed by request contents; see verify_certificate.
+            Scheme::TradingViewCert => Err(not_configured),
         }
+    }
+
+    /// A request without credentials of its own: the connection's certificate, if accepted.
+    fn verify_certificate(&self, cert: Option<&ClientCertificate>) -> Result<Verified, AuthError> {
+        let missing = || {
+            let names: Vec<&str> = self.accepted.iter().map(|s| s.name()).collect();
+            AuthError::Missing(names.join(", "))
+        };
+        let (Some(expectation), true) = (&self.client_cert, self.accepts(Scheme::TradingViewCert))
+        else {
+            return Err(missing());
+        };
+        let cert = cert.ok_or_else(missing)?;
+        cert.verified.clone().map_err(AuthError::Certificate)?;
+        if !expectation.matches(cert) {
+            let subject_only =
+                cert.via == "proxy" && cert.emails.is_empty() && !expectation.emails.is_empty();
+            return Err(AuthError::Certificate(if subject_only {
+                "the proxy reported only the subject, so the expected alternative name cannot be checked: pass the certificate in X-SSL-Client-Cert".into()
+            } else {
+                "its subject or alternative name is not the expected one".into()
+            }));
+        }
+        Ok(Verified::by(
+            Scheme::TradingViewCert,
+            cert.fingerprint.clone(),
+        ))
     }
 }
 

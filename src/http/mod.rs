@@ -4,6 +4,7 @@
 //! 404 or 405 with a stable error code, so there is no second way into `/webhook`.
 
 pub mod admin;
+pub mod client_cert;
 pub mod correlation;
 mod health;
 pub mod openapi;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub halt_bucket: crate::halt::HaltBucket,
     pub admin: Option<admin::AdminToken>,
     pub sources: source::SourcePolicy,
+    /// Believe `X-SSL-Client-*` headers from trusted proxies.
+    pub client_cert_proxy_headers: bool,
     pub publisher: Publisher,
     pub stream_name: String,
     pub subject_prefix: String,

@@ -1,5 +1,6 @@
-//! The connection loop: HTTP/1.1 with keep-alive, a header read timeout against slow clients, a
-//! cap on open connections, the peer address for every request, and a bounded graceful drain.
+//! The connection loop: HTTP/1.1 with keep-alive over plain TCP or TLS, a header read timeout
+//! against slow clients, a cap on open connections, the peer address (and client certificate)
+//! for every request, and a bounded graceful drain.
 //!
 //! `axum::serve` offers none of these knobs, so connections are driven by hyper directly.
 
@@ -9,11 +10,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
+
+use crate::auth::ClientCertificate;
+use crate::tls::TlsEndpoint;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -22,21 +28,80 @@ pub struct ServerLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and gives
+/// One listening socket, plain or TLS.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    pub tls: Option<TlsEndpoint>,
+}
+
+/// The client certificate of the connection a request came on (TLS endpoints only).
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificate(pub Option<Arc<ClientCertificate>>);
+
+/// What every connection task needs.
+#[derive(Clone)]
+struct Shared {
+    router: Router,
+    limits: ServerLimits,
+    slots: Arc<Semaphore>,
+    http: hyper::server::conn::http1::Builder,
+}
+
+/// Serves `router` on every endpoint until `shutdown` completes, then stops accepting and gives
 /// in-flight requests up to `shutdown_grace` to finish.
 pub async fn serve(
-    listener: TcpListener,
+    endpoints: Vec<Endpoint>,
     router: Router,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = Arc::new(GracefulShutdown::new());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    tokio::pin!(shutdown);
+    let shared = Shared {
+        router,
+        limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        http,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut acceptors = Vec::new();
+    for endpoint in endpoints {
+        acceptors.push(tokio::spawn(accept_loop(
+            endpoint,
+            shared.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for acceptor in acceptors {
+        let _ = acceptor.await;
+    }
+    // The accept loops are gone, so this is the last handle.
+    let drained = async move {
+        if let Ok(graceful) = Arc::try_unwrap(graceful) {
+            graceful.shutdown().await;
+        }
+    };
+    tokio::select! {
+        () = drained => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace_s = limits.shutdown_grace.as_secs(), "shutdown grace elapsed; closing remaining connections");
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: Endpoint,
+    shared: Shared,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Endpoint { listener, tls } = endpoint;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -48,32 +113,57 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached; closing new connection");
+        let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = shared.limits.max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => connection(stream, peer, PeerCertificate(None), &shared, watcher).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(
+                        shared.limits.header_read_timeout,
+                        tls.acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let cert = tls.client_certificate(stream.get_ref().1).map(Arc::new);
+                            connection(stream, peer, PeerCertificate(cert), &shared, watcher).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(slot);
         });
     }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(limits.shutdown_grace) => {
-            tracing::warn!(grace_s = limits.shutdown_grace.as_secs(), "shutdown grace elapsed; closing remaining connections");
-        }
+}
+
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    cert: PeerCertificate,
+    shared: &Shared,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let router = shared.router.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(cert.clone());
+        router.clone().oneshot(request)
+    });
+    let connection = watcher.watch(shared.http.serve_connection(TokioIo::new(stream), service));
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

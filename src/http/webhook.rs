@@ -1,7 +1,7 @@
 //! `POST /webhook`: read the body within its limits, run the intake checks, publish, answer.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -12,12 +12,14 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::correlation::{ClientIp, CorrelationId, SignalLog};
+use super::server::PeerCertificate;
 use super::AppState;
 use crate::error::ApiError;
 use crate::halt::HaltState;
 use crate::intake::Accepted;
 use crate::publish::Published;
 use crate::signal::SignalMessage;
+use std::net::SocketAddr;
 
 #[derive(Serialize)]
 struct AcceptedBody<'a> {
@@ -63,6 +65,8 @@ pub async fn webhook(
     State(app): State<Arc<AppState>>,
     Extension(correlation_id): Extension<CorrelationId>,
     Extension(ClientIp(client_ip)): Extension<ClientIp>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer_cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -74,7 +78,18 @@ pub async fn webhook(
         Err(e) => return e.into_response(),
     };
     let deadline = Instant::now() + app.request_deadline;
-    let accepted = match app.intake.check(&headers, &bytes) {
+    let proxy_cert;
+    let cert = match peer_cert.as_ref().and_then(|c| c.0 .0.as_deref()) {
+        Some(cert) => Some(cert),
+        None => {
+            let trusted = peer.is_some_and(|p| app.sources.trusts(p.0 .0.ip()));
+            proxy_cert = (app.client_cert_proxy_headers && trusted)
+                .then(|| super::client_cert::from_proxy_headers(&headers))
+                .flatten();
+            proxy_cert.as_ref()
+        }
+    };
+    let accepted = match app.intake.check_with_certificate(&headers, &bytes, cert) {
         Ok(accepted) => accepted,
         Err(e) => return e.into_response(),
     };

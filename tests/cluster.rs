@@ -54,22 +54,7 @@ async fn duplicate_storm_on_a_replicated_stream_stores_each_signal_once() {
     let (a, b) = cluster_apps(&cluster).await;
     const SIGNALS: usize = 300;
 
-    let mut tasks = Vec::new();
-    for n in 0..SIGNALS {
-        let body = sign_in_body(&unique_signal(n));
-        for addr in [a.addr, b.addr] {
-            let body = body.clone();
-            tasks.push(tokio::spawn(async move {
-                request(addr, "POST", "/webhook", &[], body.into())
-                    .await
-                    .status
-            }));
-        }
-    }
-    let mut statuses: HashMap<u16, usize> = HashMap::new();
-    for task in tasks {
-        *statuses.entry(task.await.unwrap()).or_default() += 1;
-    }
+    let Storm { statuses, .. } = duplicate_storm(&[a.addr, b.addr], SIGNALS).await;
     let retries = metric(
         &a.get("/metrics").await.text,
         "tv_ingress_publish_retries_total",

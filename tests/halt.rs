@@ -146,15 +146,7 @@ async fn a_halt_on_one_replica_stops_every_replica_within_a_second() {
         .stream_messages()
         .await
         .iter()
-        .map(|m| {
-            m.body["order_id"]
-                .as_str()
-                .unwrap()
-                .split('-')
-                .nth(1)
-                .unwrap()
-                .to_owned()
-        })
+        .map(signal_number)
         .collect();
     assert_eq!(ids, ["0", "2"]);
 }

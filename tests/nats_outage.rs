@@ -43,15 +43,7 @@ async fn nats_stopped_gives_503_within_the_deadline_and_recovers_without_restart
         .stream_messages()
         .await
         .iter()
-        .map(|m| {
-            m.body["order_id"]
-                .as_str()
-                .unwrap()
-                .split('-')
-                .nth(1)
-                .unwrap()
-                .to_owned()
-        })
+        .map(signal_number)
         .collect();
     assert_eq!(ids, ["0", "2"]);
 }

@@ -365,3 +365,44 @@ impl BinaryApp {
         let _ = self.child.kill().await;
     }
 }
+
+/// The outcome of [`duplicate_storm`].
+pub struct Storm {
+    pub statuses: HashMap<u16, usize>,
+    /// Idempotency keys answered 200, sorted.
+    pub accepted_keys: Vec<String>,
+}
+
+/// Posts `signals` distinct signals, each to every one of `addrs` at the same moment.
+pub async fn duplicate_storm(addrs: &[SocketAddr], signals: usize) -> Storm {
+    let mut tasks = Vec::new();
+    for n in 0..signals {
+        let body = sign_in_body(&unique_signal(n));
+        for &addr in addrs {
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                request(addr, "POST", "/webhook", &[], body.into()).await
+            }));
+        }
+    }
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    let mut accepted_keys = Vec::new();
+    for task in tasks {
+        let r = task.await.unwrap();
+        *statuses.entry(r.status).or_default() += 1;
+        if r.status == 200 {
+            accepted_keys.push(r.body["idempotency_key"].as_str().unwrap().to_owned());
+        }
+    }
+    accepted_keys.sort();
+    Storm {
+        statuses,
+        accepted_keys,
+    }
+}
+
+/// The `n` that [`unique_signal`] was given, read back from a stored message.
+pub fn signal_number(message: &StoredMessage) -> String {
+    let order_id = message.body["order_id"].as_str().unwrap_or_default();
+    order_id.split('-').nth(1).unwrap_or_default().to_owned()
+}

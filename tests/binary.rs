@@ -413,3 +413,51 @@ async fn dev_starts_its_own_nats_and_prints_a_working_sign_line() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enabling_the_token_scheme_warns_what_it_means_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::from(command(dir.path()))
+        .arg("serve")
+        .env("AUTH_SCHEMES", "token")
+        .env("WEBHOOK_TOKEN", "tradingview-token-0123456789abcdefXYZ")
+        .env("BIND_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("NATS_URL", format!("nats://127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut warnings = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while warnings.len() < 2 {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let n = tokio::time::timeout_at(deadline, stdout.read_line(&mut line))
+            .await
+            .expect("the warnings arrive")
+            .unwrap();
+        assert!(n > 0, "exited early");
+        let event: Json = serde_json::from_str(&line).unwrap();
+        if event["level"] == "WARN"
+            && event["message"]
+                .as_str()
+                .unwrap()
+                .contains("token scheme enabled")
+        {
+            warnings.push(event["message"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        warnings[0].contains("anyone who can read the alert text"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("without ALLOWED_SOURCES"),
+        "{warnings:?}"
+    );
+    assert!(!warnings
+        .concat()
+        .contains("tradingview-token-0123456789abcdefXYZ"));
+}

@@ -14,7 +14,7 @@ pub use decimal::{Decimal, DecimalBounds, DecimalError, PRICE_BOUNDS, QUANTITY_B
 pub use idempotency::IdempotencyKey;
 pub use message::{AuthRecord, SignalMessage, SCHEMA_VERSION};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use std::fmt;
 
@@ -154,11 +154,16 @@ impl Timestamp {
         if !shape_ok {
             return Err("must be RFC 3339 like 2019-08-27T09:56:00Z".into());
         }
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
-            .map_err(|_| {
-                "must be RFC 3339 with an offset (Z or +hh:mm), like 2019-08-27T09:56:00Z".into()
-            })
+        let t = DateTime::parse_from_rfc3339(text).map_err(|_| {
+            "must be RFC 3339 with an offset (Z or +hh:mm), like 2019-08-27T09:56:00Z".to_string()
+        })?;
+        // chrono accepts second 60 in any minute and would publish it as `:60`, which Python's
+        // datetime and Go's time.Parse refuse: a stored signal its consumers cannot read. Unix
+        // time (and so TradingView's {{timenow}}) never has a leap second.
+        if t.nanosecond() >= 1_000_000_000 {
+            return Err("must not be a leap second (second 60)".into());
+        }
+        Ok(Timestamp(t.with_timezone(&Utc)))
     }
 
     pub fn from_utc(t: DateTime<Utc>) -> Timestamp {
@@ -586,6 +591,11 @@ mod tests {
             "1566899760",
             "2019-08-27T09:56:00+0000",
             "2019-02-30T09:56:00Z",
+            // Leap seconds: a real one, one chrono would accept in any minute, and one with an
+            // offset and a fraction.
+            "2016-12-31T23:59:60Z",
+            "2025-06-01T12:00:60Z",
+            "2025-06-01T14:00:60.5+02:00",
         ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad}");
         }

@@ -555,7 +555,7 @@ async fn hostile_requests_get_their_4xx_and_publish_nothing() {
     assert!(rows.len() >= 40, "only {} rows", rows.len());
 
     let mut failures = Vec::new();
-    println!("{:<80} {:>6} {}", "request", "status", "error");
+    println!("{:<80} {:>6} error", "request", "status");
     for Row {
         description,
         send: what,

@@ -247,6 +247,13 @@ pub async fn watch(
         }
         match follow(&js, &bucket, &switch).await {
             Ok(()) => failures = 0,
+            Err(problem) if !answers(&js).await => {
+                // NATS does not answer at all (stopped, frozen, partitioned): that is no
+                // unreadable bucket. Publishing fails with 503 meanwhile, which senders resend;
+                // halting would answer 423, which TradingView never resends, losing every signal
+                // of the stall. The last known state holds (unknown stays unknown: 503).
+                tracing::warn!(%problem, "halt bucket unreadable: NATS does not answer");
+            }
             Err(problem) => {
                 failures += 1;
                 tracing::warn!(%problem, "halt bucket unreadable");
@@ -265,6 +272,14 @@ pub async fn watch(
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether JetStream answers at all: its account info, or an error of its own.
+async fn answers(js: &jetstream::Context) -> bool {
+    match js.query_account().await {
+        Ok(_) => true,
+        Err(e) => matches!(e.kind(), jetstream::context::AccountErrorKind::JetStream(_)),
     }
 }
 

@@ -440,7 +440,11 @@ async fn nats_restarted_under_load_loses_nothing_and_recovers_by_itself() {
     // Never anything but 200, 409 (a resend of a stored signal) and 503; never a dropped
     // connection.
     let odd: Vec<&Attempt> = journal.iter().filter(|a| !expected_answer(a)).collect();
-    assert!(odd.is_empty(), "unexpected answers: {odd:?}");
+    assert!(
+        odd.is_empty(),
+        "unexpected answers: {odd:?}\nreceiver log:\n{}",
+        receiver.log()
+    );
     assert!(!outage_503.is_empty(), "the outage produced no 503");
     assert!(slowest_503 < DEADLINE_WITH_SLACK, "{slowest_503:?}");
     assert!(
@@ -571,7 +575,11 @@ async fn nats_frozen_gives_503_in_time_with_bounded_memory_and_tasks_then_recove
     );
 
     let odd: Vec<&Attempt> = journal.iter().filter(|a| !expected_answer(a)).collect();
-    assert!(odd.is_empty(), "unexpected answers: {odd:?}");
+    assert!(
+        odd.is_empty(),
+        "unexpected answers: {odd:?}\nreceiver log:\n{}",
+        receiver.log()
+    );
     assert!(slowest < DEADLINE_WITH_SLACK, "{slowest:?}");
     let served: Vec<&&Attempt> = in_freeze.iter().filter(|a| a.status != 503).collect();
     assert!(
@@ -749,4 +757,69 @@ async fn sixty_seconds_at_64_connections_no_5xx_flat_memory_descriptors_released
     );
     // Every 200 is one stored message.
     assert_eq!(stored_count(&nats.url()).await, count(200));
+}
+
+/// A broker that stops answering while its TCP connection stays up (frozen, partitioned, stalled)
+/// must read as "unavailable" (503, which TradingView resends), never as a halt (423, which it
+/// does not resend): the halt watcher used to take its own timeouts for an unreadable bucket and
+/// halt every replica about 10 s into such a stall, losing every signal sent until NATS was back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_broker_is_never_taken_for_a_halt() {
+    let _serial = SERIAL.lock().await;
+    let nats = nats().await;
+    let mut receiver = Receiver::start(&nats.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let journal: Journal = Arc::default();
+    let (senders, _) = start_senders(
+        &[receiver.addr],
+        4,
+        Duration::from_millis(200),
+        false,
+        stop.clone(),
+        journal.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Longer than the watch's missed heartbeats plus three failed bucket reads (about 10 s), and
+    // than the client's own stale-connection detection.
+    nats.freeze();
+    let mut ready_bodies = Vec::new();
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(r) = try_request(receiver.addr, "GET", "/ready", &[], Bytes::new()).await {
+            ready_bodies.push(r.text);
+        }
+    }
+    let thawed_at = Instant::now();
+    nats.thaw();
+    receiver.wait_ready(200, Duration::from_secs(20)).await;
+    let back_after = thawed_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    receiver.assert_alive();
+
+    let journal = journal.lock().unwrap().clone();
+    println!(
+        "stalled broker for 16 s: {} answers ({} x 200, {} x 503, {} x 423); /ready 200 again {:.2} s after SIGCONT",
+        journal.len(),
+        count(&journal, |a| a.status == 200),
+        count(&journal, |a| a.status == 503),
+        count(&journal, |a| a.status == 423),
+        back_after.as_secs_f64()
+    );
+    let odd: Vec<&Attempt> = journal.iter().filter(|a| !expected_answer(a)).collect();
+    assert!(
+        odd.is_empty(),
+        "answers other than 200/503: {odd:?}\nreceiver log:\n{}",
+        receiver.log()
+    );
+    assert!(
+        ready_bodies
+            .iter()
+            .all(|b| !b.contains("halt") || b.contains("\"running\"")),
+        "/ready during the stall: {ready_bodies:?}"
+    );
+    assert!(count(&journal, |a| a.status == 200 && a.sent_at > thawed_at) > 0);
 }

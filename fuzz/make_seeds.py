@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Writes the seed inputs of the fuzz targets into fuzz/seeds/<target>/.
 
-pipeline seeds are signed with the target's SECRET and timestamped near its pinned NOW, so the
-fuzzer starts from requests that get all the way through (first byte: 0 = in-body signature,
-1 = the target adds a correct X-Signature header, 2 = the next 64 bytes are an X-Signature).
+pipeline seeds are signed with the target's keys and timestamped near its pinned NOW, so the
+fuzzer starts from requests that get all the way through (first byte: 0 = credentials in the
+body, a signature or a token; 1 = the target adds a correct X-Signature header; 2 = the next 64
+bytes are an X-Signature; 3 = the target adds correct Standard Webhooks headers; 4 = the
+webhook-* header values come first, NUL-terminated).
 """
-import hashlib, hmac, json, os
+import base64, hashlib, hmac, json, os
 
 SECRET = b"fuzz-secret-0123456789abcdef0123456789"
+SW_SECRET = b"fuzz-standard-webhooks-secret-0123"
+TOKEN = "fuzz-token-0123456789abcdef0123456789"
+NOW_SECONDS = 1766752210
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 def sign(obj):
@@ -39,6 +44,12 @@ for i, s in enumerate(signals):
     write("pipeline", f"body-indent-{i}", b"\x00" + json.dumps(sign(s), indent=2, ensure_ascii=False).encode())
     write("pipeline", f"header-{i}", b"\x01" + json.dumps(s, separators=(",", ":")).encode())
     write("pipeline", f"header-field-{i}", b"\x02" + b"0" * 64 + json.dumps(s).encode())
+    write("pipeline", f"standard-webhooks-{i}", b"\x03" + json.dumps(s).encode())
+    write("pipeline", f"token-{i}", b"\x00" + json.dumps(dict(s, passphrase=TOKEN)).encode())
+    body = json.dumps(s).encode()
+    mac = hmac.new(SW_SECRET, f"msg_{i}.{NOW_SECONDS}.".encode() + body, hashlib.sha256).digest()
+    headers = [f"msg_{i}", str(NOW_SECONDS), "v1," + base64.b64encode(mac).decode()]
+    write("pipeline", f"webhook-headers-{i}", b"\x04" + b"".join(h.encode() + b"\0" for h in headers) + body)
 
 canonical = [
     '{"a": [1, -0, 1.5e+10, 2E-3, true, false, null, {}], "b": {"c": "\\u00e9\\ud83d\\ude80\\n"}}',

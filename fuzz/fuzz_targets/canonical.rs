@@ -54,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
             match (to_serde(value), theirs) {
-                (Some(mine), Ok(theirs)) => assert_eq!(mine, theirs, "serde_json reads another value"),
+                (Some(mine), Ok(theirs)) => {
+                    assert_eq!(mine, theirs, "serde_json reads another value")
+                }
                 (None, Err(e)) => assert!(e.to_string().contains("number out of range"), "{e}"),
                 (Some(_), Err(e)) => panic!("serde_json refuses what we accept: {e}"),
                 (None, Ok(_)) => panic!("a number serde_json reads in context but not alone"),

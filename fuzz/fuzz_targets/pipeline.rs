@@ -127,12 +127,20 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();
     let body = match mode {
         1 => {
-            insert(&mut headers, "x-signature", sign_header(key(), rest).as_bytes());
+            insert(
+                &mut headers,
+                "x-signature",
+                sign_header(key(), rest).as_bytes(),
+            );
             rest
         }
         2 if rest.len() >= 64 => {
             let (signature, body) = rest.split_at(64);
-            insert(&mut headers, "x-signature", &[b"sha256=", signature].concat());
+            insert(
+                &mut headers,
+                "x-signature",
+                &[b"sha256=", signature].concat(),
+            );
             body
         }
         3 => {

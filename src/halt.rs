@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// The key holding the halt state.
 pub const HALT_KEY: &str = "halt";
+/// How long a known state survives a bucket that NATS says exists but cannot be read.
+pub const HALT_STALE_AFTER: Duration = Duration::from_secs(60);
 /// Changes the bucket remembers (the JetStream maximum).
 const HISTORY: i64 = 64;
 
@@ -239,14 +241,15 @@ pub async fn watch(
     bucket: HaltBucket,
     switch: HaltSwitch,
 ) {
-    let mut failures = 0u32;
+    // Since when the bucket has been unreadable while NATS answers.
+    let mut unreadable_since: Option<tokio::time::Instant> = None;
     loop {
         if client.connection_state() != async_nats::connection::State::Connected {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         match follow(&js, &bucket, &switch).await {
-            Ok(()) => failures = 0,
+            Ok(()) => unreadable_since = None,
             Err(problem) if !answers(&js).await => {
                 // NATS does not answer at all (stopped, frozen, partitioned): that is no
                 // unreadable bucket. Publishing fails with 503 meanwhile, which senders resend;
@@ -255,11 +258,13 @@ pub async fn watch(
                 tracing::warn!(%problem, "halt bucket unreadable: NATS does not answer");
             }
             Err(problem) => {
-                failures += 1;
+                let since = *unreadable_since.get_or_insert_with(tokio::time::Instant::now);
                 tracing::warn!(%problem, "halt bucket unreadable");
-                // NATS answers but the bucket does not: fail safe, unless the state is known and
-                // the problem is only the watch breaking (then the last known state holds).
-                if !switch.current().is_known() || failures >= 3 {
+                // NATS answers but the bucket does not: fail safe at start-up. Once the state is
+                // known it holds through short trouble (a bucket leader election takes seconds,
+                // and a 423 in the meantime would lose signals TradingView never resends); only a
+                // bucket unreadable for HALT_STALE_AFTER halts.
+                if !switch.current().is_known() || since.elapsed() >= HALT_STALE_AFTER {
                     switch.set(HaltState::Halted {
                         change: Change {
                             reason: format!("halt state could not be read: {problem}"),

@@ -63,6 +63,16 @@ pub struct SuiteArgs {
     /// Arguments given to `perf record` (before `-p PID -o FILE`).
     #[arg(long, default_value = "-F 499 --call-graph dwarf,16384")]
     pub perf_args: String,
+    /// Count these perf events (e.g. `raw_syscalls:sys_enter,context-switches`) in the server
+    /// during every recorded run, reported per request (in the progress lines and the JSON).
+    #[arg(long)]
+    pub perf_stat: Option<String>,
+    /// A second receiver binary, run beside the first for A/B comparisons (variant-* scenarios).
+    #[arg(long)]
+    pub variant_bin: Option<PathBuf>,
+    /// Extra environment for the variant receiver, KEY=VALUE (repeatable).
+    #[arg(long = "variant-env", value_name = "KEY=VALUE")]
+    pub variant_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,6 +84,8 @@ enum Target {
     Receiver,
     /// The minimal axum handler.
     Reference,
+    /// A second receiver (`--variant-bin`, `--variant-env`), for A/B comparisons.
+    Variant,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +159,13 @@ const SCENARIOS: &[Scenario] = &[
     ),
 ];
 
+/// Run only when a variant receiver is configured.
+const VARIANT_SCENARIOS: &[Scenario] = &[
+    scenario("variant-64", Target::Variant, 64, Scheme::HmacBody, 0.0),
+    scenario("variant-1", Target::Variant, 1, Scheme::HmacBody, 0.0),
+    scenario("variant-256", Target::Variant, 256, Scheme::HmacBody, 0.0),
+];
+
 /// One run's figures.
 #[derive(Debug, Clone, Serialize)]
 struct Sample {
@@ -160,6 +179,11 @@ struct Sample {
     server_cpu_us_per_accepted: Option<f64>,
     nats_cpu_us: f64,
     loadgen_cpu_us: f64,
+    /// Context switches of the server's threads per request.
+    server_switches: Option<f64>,
+    /// `--perf-stat` events of the server per request.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    perf_stat: std::collections::BTreeMap<String, f64>,
     /// Highest VmRSS of the server seen during the run (sampled every 20 ms).
     server_rss_peak_mb: Option<f64>,
     /// VmHWM of the server after the run (peak since it started).
@@ -205,14 +229,18 @@ struct Bench {
     receiver_addr: SocketAddr,
     reference: Proc,
     reference_addr: SocketAddr,
+    /// A second receiver (another binary or environment) for A/B comparisons.
+    variant: Option<(Proc, SocketAddr)>,
     /// Last rate seen per scenario, to size the next pool of pre-signed requests.
     rates: HashMap<&'static str, f64>,
     _workdir: tempfile::TempDir,
 }
 
 pub async fn run(args: SuiteArgs) -> Result<(), String> {
+    let has_variant = args.variant_bin.is_some() || !args.variant_env.is_empty();
+    let all: Vec<&Scenario> = SCENARIOS.iter().chain(VARIANT_SCENARIOS).collect();
     if args.list {
-        for s in SCENARIOS {
+        for s in &all {
             println!(
                 "{:32} {:?} connections={} scheme={} duplicates={}",
                 s.name,
@@ -225,12 +253,16 @@ pub async fn run(args: SuiteArgs) -> Result<(), String> {
         return Ok(());
     }
     let selected: Vec<&Scenario> = if args.scenarios.is_empty() {
-        SCENARIOS.iter().collect()
+        all.iter()
+            .copied()
+            .filter(|s| has_variant || s.target != Target::Variant)
+            .collect()
     } else {
         let mut v = Vec::new();
         for name in &args.scenarios {
-            let s = SCENARIOS
+            let s = all
                 .iter()
+                .copied()
                 .find(|s| s.name == name)
                 .ok_or_else(|| format!("unknown scenario {name} (see --list)"))?;
             v.push(s);
@@ -300,8 +332,14 @@ fn brief(s: &Sample) -> String {
         text.push_str(&format!("  server {cpu:.1} µs/req"));
     }
     text.push_str(&format!("  nats-server {:.1} µs/req", s.nats_cpu_us));
+    if let Some(cs) = s.server_switches {
+        text.push_str(&format!("  {cs:.2} cs/req"));
+    }
     if let Some(rss) = s.server_rss_peak_mb {
         text.push_str(&format!("  rss {rss:.1} MB"));
+    }
+    for (event, per_request) in &s.perf_stat {
+        text.push_str(&format!("  {event} {per_request:.2}/req"));
     }
     if s.outcome.errors > 0 {
         text.push_str(&format!("  transport errors {}", s.outcome.errors));
@@ -326,61 +364,31 @@ impl Bench {
             Some(path) => path.clone(),
             None => sibling("tv-ingress")?,
         };
-        let receiver_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&args.receiver_log)
-            .map_err(|e| format!("{}: {e}", args.receiver_log.display()))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut command = Command::new(&receiver_bin);
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("WEBHOOK_SECRET", &secrets.hmac)
-            .env("WEBHOOK_TOKEN", &secrets.token)
-            .env("STANDARD_WEBHOOKS_SECRET", &secrets.whsec)
-            .env(
-                "AUTH_SCHEMES",
-                "hmac-body,hmac-header,standard-webhooks,token",
+        let (receiver, receiver_addr) = start_receiver(
+            &receiver_bin,
+            &args.receiver_env,
+            &args.receiver_log,
+            &secrets,
+            &nats.url(),
+            workdir.path(),
+        )
+        .await?;
+        let variant = if args.variant_bin.is_some() || !args.variant_env.is_empty() {
+            let bin = args.variant_bin.clone().unwrap_or(receiver_bin.clone());
+            Some(
+                start_receiver(
+                    &bin,
+                    &args.variant_env,
+                    &args.receiver_log,
+                    &secrets,
+                    &nats.url(),
+                    workdir.path(),
+                )
+                .await?,
             )
-            .env("NATS_URL", nats.url())
-            .env("NATS_SUBJECT_PREFIX", SUBJECT_PREFIX)
-            .env("BIND_ADDR", receiver_addr.to_string())
-            .env("LOG_LEVEL", "INFO");
-        for pair in &args.receiver_env {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("--receiver-env {pair}: expected KEY=VALUE"))?;
-            command.env(k, v);
-        }
-        command
-            .current_dir(workdir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .map_err(|e| format!("{}: {e}", receiver_bin.display()))?;
-        let mut receiver = Proc {
-            pid: child.id().ok_or("receiver has no pid")?,
-            child,
+        } else {
+            None
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http_status(receiver_addr, "/ready").await != Some(200) {
-            if !receiver.alive() {
-                return Err(format!(
-                    "the receiver exited at start (its log: {})",
-                    args.receiver_log.display()
-                ));
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err("the receiver was not ready within 30 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
 
         let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
             .args(["reference", "--bind", "127.0.0.1:0"])
@@ -425,6 +433,7 @@ impl Bench {
             receiver_addr,
             reference,
             reference_addr,
+            variant,
             rates: HashMap::new(),
             _workdir: workdir,
         })
@@ -485,8 +494,13 @@ impl Bench {
             Target::Nats => None,
             Target::Receiver => Some((self.receiver.pid, self.receiver_addr)),
             Target::Reference => Some((self.reference.pid, self.reference_addr)),
+            Target::Variant => self.variant.as_ref().map(|(p, a)| (p.pid, *a)),
         };
+        if s.target == Target::Variant && server.is_none() {
+            return Err(format!("{} needs --variant-bin or --variant-env", s.name));
+        }
         let mut perf = None;
+        let mut perf_counts = std::collections::BTreeMap::new();
         let (outcome, before, after, rss_peak) = match server {
             None => {
                 let pool = Arc::new(Pool::new(size, move |n| signer.nats(n)));
@@ -505,12 +519,51 @@ impl Bench {
                         perf = Some(start_perf(&self.args.perf_args, pid, path, rep, duration)?);
                     }
                 }
+                let stat_file = self._workdir.path().join("perf-stat.csv");
+                let stat = match (&self.args.perf_stat, rep) {
+                    (Some(events), 1..) => Some(
+                        Command::new("perf")
+                            .args([
+                                "stat",
+                                "-x",
+                                ",",
+                                "-e",
+                                events,
+                                "-p",
+                                &pid.to_string(),
+                                "-o",
+                            ])
+                            .arg(&stat_file)
+                            .args(["--", "sleep", &format!("{:.2}", duration.as_secs_f64())])
+                            .stdin(Stdio::null())
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .map_err(|e| format!("perf stat: {e}"))?,
+                    ),
+                    _ => None,
+                };
                 let sampler = RssSampler::start(pid);
                 let before = self.counters(Some(pid));
                 let outcome =
                     load::drive_http(connections, "/webhook", pool, duration, s.duplicates).await;
                 let after = self.counters(Some(pid));
                 let rss_peak = sampler.stop().await;
+                if let Some(mut stat) = stat {
+                    let _ = stat.wait().await;
+                    let text = std::fs::read_to_string(&stat_file).unwrap_or_default();
+                    for line in text.lines().filter(|l| !l.starts_with('#')) {
+                        let fields: Vec<&str> = line.split(',').collect();
+                        if let (Some(count), Some(event)) = (fields.first(), fields.get(2)) {
+                            if let Ok(count) = count.parse::<f64>() {
+                                perf_counts.insert(
+                                    (*event).to_string(),
+                                    count / outcome.requests.max(1) as f64,
+                                );
+                            }
+                        }
+                    }
+                }
                 (outcome, before, after, Some(rss_peak))
             }
         };
@@ -522,6 +575,11 @@ impl Bench {
         }
         if !self.reference.alive() {
             return Err("the reference process died".into());
+        }
+        if let Some((variant, _)) = &mut self.variant {
+            if !variant.alive() {
+                return Err("the variant receiver died".into());
+            }
         }
         if rep > 0 || !self.rates.contains_key(s.name) {
             self.rates.insert(s.name, outcome.rate().max(100.0));
@@ -539,6 +597,8 @@ impl Bench {
             server_cpu_us: server.and_then(|_| per(delta(0), requests)),
             server_cpu_us_per_accepted: server.and_then(|_| per(delta(0), accepted)),
             nats_cpu_us: per(delta(1), requests).unwrap_or(0.0),
+            perf_stat: perf_counts,
+            server_switches: delta(3).map(|d| d as f64 / requests.max(1) as f64),
             loadgen_cpu_us: per(delta(2), requests).unwrap_or(0.0),
             server_rss_peak_mb: rss_peak.map(|kb| kb as f64 / 1024.0),
             server_hwm_mb: server
@@ -551,17 +611,22 @@ impl Bench {
         Ok(sample)
     }
 
-    /// CPU ticks of [server, nats-server, this process].
-    fn counters(&self, server: Option<u32>) -> [Option<u64>; 3] {
+    /// CPU ticks of [server, nats-server, this process], and the server's context switches.
+    fn counters(&self, server: Option<u32>) -> [Option<u64>; 4] {
         [
             server.and_then(cpu_ticks),
             cpu_ticks(self.nats_pid),
             cpu_ticks(std::process::id()),
+            server.and_then(context_switches),
         ]
     }
 
     async fn stop(mut self) {
-        for proc in [&mut self.receiver, &mut self.reference] {
+        let mut procs = vec![&mut self.receiver, &mut self.reference];
+        if let Some((variant, _)) = &mut self.variant {
+            procs.push(variant);
+        }
+        for proc in procs {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &proc.pid.to_string()])
                 .status();
@@ -574,6 +639,74 @@ impl Bench {
         }
         self.nats.stop().await;
     }
+}
+
+/// Starts `tv-ingress serve` configured by environment and waits until `/ready` says 200.
+async fn start_receiver(
+    bin: &Path,
+    extra_env: &[String],
+    log_path: &Path,
+    secrets: &Secrets,
+    nats_url: &str,
+    workdir: &Path,
+) -> Result<(Proc, SocketAddr), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut command = Command::new(bin);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WEBHOOK_SECRET", &secrets.hmac)
+        .env("WEBHOOK_TOKEN", &secrets.token)
+        .env("STANDARD_WEBHOOKS_SECRET", &secrets.whsec)
+        .env(
+            "AUTH_SCHEMES",
+            "hmac-body,hmac-header,standard-webhooks,token",
+        )
+        .env("NATS_URL", nats_url)
+        .env("NATS_SUBJECT_PREFIX", SUBJECT_PREFIX)
+        .env("BIND_ADDR", addr.to_string())
+        .env("LOG_LEVEL", "INFO");
+    for pair in extra_env {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair}: expected KEY=VALUE"))?;
+        command.env(k, v);
+    }
+    command
+        .current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mut receiver = Proc {
+        pid: child.id().ok_or("receiver has no pid")?,
+        child,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http_status(addr, "/ready").await != Some(200) {
+        if !receiver.alive() {
+            return Err(format!(
+                "the receiver {} exited at start (its log: {})",
+                bin.display(),
+                log_path.display()
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("the receiver was not ready within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((receiver, addr))
 }
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
@@ -632,6 +765,26 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Context switches (voluntary + involuntary) of every thread of `pid`.
+fn context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(total)
 }
 
 /// A `kB` line of /proc/<pid>/status (`VmRSS:`, `VmHWM:`).
@@ -720,8 +873,8 @@ fn render(
         "tv-ingress benchmark: commit {}, {} CPUs (load average at start {}), {}, {} runs of {} s per scenario, interleaved. Values are min / median / max over the runs.\n\n",
         env.commit, env.cpus, env.load_average, env.nats_server, env.repeat, env.duration_s
     ));
-    out.push_str("| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | nats-server CPU µs/req | load gen CPU µs/req | server peak RSS MB | responses (all runs) |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | server context switches/req | nats-server CPU µs/req | load gen CPU µs/req | server peak RSS MB | responses (all runs) |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for s in scenarios {
         let runs: Vec<&Sample> = of(s.name).collect();
         let col = |f: &dyn Fn(&Sample) -> Option<f64>, d: usize| -> String {
@@ -746,7 +899,7 @@ fn render(
             _ => s.name.to_string(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             label,
             s.connections,
             col(&|r| Some(r.outcome.rate()), 0),
@@ -755,6 +908,7 @@ fn render(
             col(&|r| Some(r.outcome.p99_ms), 2),
             col(&|r| Some(r.outcome.max_ms), 1),
             col(&|r| r.server_cpu_us, 1),
+            col(&|r| r.server_switches, 2),
             col(&|r| Some(r.nats_cpu_us), 1),
             col(&|r| Some(r.loadgen_cpu_us), 1),
             col(&|r| r.server_rss_peak_mb, 1),
@@ -837,6 +991,35 @@ fn render(
             ok: None,
         },
     ];
+    for (variant, base) in [
+        ("variant-64", "receiver-64"),
+        ("variant-1", "receiver-1"),
+        ("variant-256", "receiver-256"),
+    ] {
+        checks.push(Check {
+            what: format!("A/B throughput: {variant} / {base}"),
+            goal: "(reported)",
+            values: per_rep(variant, base, &|v, r| v.outcome.rate() / r.outcome.rate()),
+            decimals: 3,
+            ok: None,
+        });
+        checks.push(Check {
+            what: format!("A/B server CPU per request: {variant} / {base}"),
+            goal: "(reported)",
+            values: per_rep(variant, base, &|v, r| {
+                v.server_cpu_us.unwrap_or(f64::NAN) / r.server_cpu_us.unwrap_or(f64::NAN)
+            }),
+            decimals: 3,
+            ok: None,
+        });
+        checks.push(Check {
+            what: format!("A/B p50 latency: {variant} − {base} (ms)"),
+            goal: "(reported)",
+            values: per_rep(variant, base, &|v, r| v.outcome.p50_ms - r.outcome.p50_ms),
+            decimals: 3,
+            ok: None,
+        });
+    }
     for name in [
         "receiver-64-hmac-header",
         "receiver-64-standard-webhooks",

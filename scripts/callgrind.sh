@@ -9,7 +9,7 @@
 #   scripts/callgrind.sh target/release/tv-ingress 16 10 hmac-body
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN="${1:-target/release/tv-ingress}"
+BIN="$(realpath "${1:-target/release/tv-ingress}")"
 CONNS="${2:-16}"
 SECONDS_="${3:-10}"
 SCHEME="${4:-hmac-body}"
@@ -34,7 +34,7 @@ export AUTH_SCHEMES=hmac-body,hmac-header,standard-webhooks,token
 export NATS_URL="nats://127.0.0.1:$NATS_PORT" BIND_ADDR="127.0.0.1:$HTTP_PORT" LOG_LEVEL=INFO
 
 OUT="$WORK/callgrind.out"
-(cd "$WORK" && exec valgrind --tool=callgrind --callgrind-out-file="$OUT" "$OLDPWD/$BIN" serve >/dev/null 2>"$WORK/valgrind.log") &
+(cd "$WORK" && exec valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" serve >/dev/null 2>"$WORK/valgrind.log") &
 VG=$!
 PIDS+=($VG)
 for _ in $(seq 1 300); do

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run the whole benchmark and print a markdown table.
-    Suite(suite::SuiteArgs),
+    Suite(Box<suite::SuiteArgs>),
     /// Post unique signed signals to a running receiver. Secrets come from the receiver's own
     /// variables (WEBHOOK_SECRET, WEBHOOK_TOKEN, STANDARD_WEBHOOKS_SECRET).
     Http(HttpArgs),
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
-                Commands::Suite(args) => suite::run(args).await,
+                Commands::Suite(args) => suite::run(*args).await,
                 Commands::Http(args) => http(args).await,
                 Commands::Nats(args) => nats(args).await,
                 Commands::Reference { bind } => {

@@ -43,6 +43,9 @@ enum Commands {
     Reference {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: SocketAddr,
+        /// A multi-threaded runtime with one worker per CPU, as `#[tokio::main]` builds.
+        #[arg(long)]
+        multi_thread: bool,
     },
 }
 
@@ -83,10 +86,20 @@ struct NatsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The reference runs on the runtime the receiver uses: one thread, unless
+    // TOKIO_WORKER_THREADS asks for a pool (or `--multi-thread` for `#[tokio::main]`'s default).
+    let multi = match &cli.command {
+        Commands::Reference { multi_thread, .. } => {
+            *multi_thread || std::env::var_os("TOKIO_WORKER_THREADS").is_some()
+        }
+        _ => true,
+    };
+    let mut builder = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tv-ingress-bench: {e}");
@@ -99,7 +112,7 @@ fn main() -> ExitCode {
                 Commands::Suite(args) => suite::run(*args).await,
                 Commands::Http(args) => http(args).await,
                 Commands::Nats(args) => nats(args).await,
-                Commands::Reference { bind } => {
+                Commands::Reference { bind, .. } => {
                     reference::serve(bind).await.map_err(|e| e.to_string())
                 }
             }

@@ -82,8 +82,10 @@ enum Target {
     Nats,
     /// `tv-ingress serve`.
     Receiver,
-    /// The minimal axum handler.
+    /// The minimal axum handler, on the receiver's runtime.
     Reference,
+    /// The minimal axum handler on a multi-threaded runtime (`#[tokio::main]`).
+    ReferenceMt,
     /// A second receiver (`--variant-bin`, `--variant-env`), for A/B comparisons.
     Variant,
 }
@@ -117,6 +119,13 @@ const SCENARIOS: &[Scenario] = &[
     scenario("nats-64", Target::Nats, 64, Scheme::HmacBody, 0.0),
     scenario("receiver-64", Target::Receiver, 64, Scheme::HmacBody, 0.0),
     scenario("reference-64", Target::Reference, 64, Scheme::HmacBody, 0.0),
+    scenario(
+        "reference-mt-64",
+        Target::ReferenceMt,
+        64,
+        Scheme::HmacBody,
+        0.0,
+    ),
     scenario("nats-1", Target::Nats, 1, Scheme::HmacBody, 0.0),
     scenario("receiver-1", Target::Receiver, 1, Scheme::HmacBody, 0.0),
     scenario("reference-1", Target::Reference, 1, Scheme::HmacBody, 0.0),
@@ -229,6 +238,8 @@ struct Bench {
     receiver_addr: SocketAddr,
     reference: Proc,
     reference_addr: SocketAddr,
+    reference_mt: Proc,
+    reference_mt_addr: SocketAddr,
     /// A second receiver (another binary or environment) for A/B comparisons.
     variant: Option<(Proc, SocketAddr)>,
     /// Last rate seen per scenario, to size the next pool of pre-signed requests.
@@ -390,31 +401,15 @@ impl Bench {
             None
         };
 
-        let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-            .args(["reference", "--bind", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("reference server: {e}"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or("reference server has no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .map_err(|_| "reference server did not start")?
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        let reference_addr: SocketAddr = line
-            .strip_prefix("listening ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| format!("reference server said {line:?}"))?;
-        let reference = Proc {
-            pid: child.id().ok_or("reference has no pid")?,
-            child,
-        };
+        // The reference runs on the receiver's runtime (one thread unless TOKIO_WORKER_THREADS);
+        // reference-mt on the multi-threaded runtime `#[tokio::main]` builds.
+        let workers = args
+            .receiver_env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("TOKIO_WORKER_THREADS="))
+            .map(str::to_owned);
+        let (reference, reference_addr) = start_reference(false, workers.as_deref()).await?;
+        let (reference_mt, reference_mt_addr) = start_reference(true, None).await?;
 
         let client = async_nats::ConnectOptions::new()
             .name("tv-ingress-bench baseline")
@@ -433,6 +428,8 @@ impl Bench {
             receiver_addr,
             reference,
             reference_addr,
+            reference_mt,
+            reference_mt_addr,
             variant,
             rates: HashMap::new(),
             _workdir: workdir,
@@ -494,6 +491,7 @@ impl Bench {
             Target::Nats => None,
             Target::Receiver => Some((self.receiver.pid, self.receiver_addr)),
             Target::Reference => Some((self.reference.pid, self.reference_addr)),
+            Target::ReferenceMt => Some((self.reference_mt.pid, self.reference_mt_addr)),
             Target::Variant => self.variant.as_ref().map(|(p, a)| (p.pid, *a)),
         };
         if s.target == Target::Variant && server.is_none() {
@@ -573,8 +571,8 @@ impl Bench {
         if !self.receiver.alive() {
             return Err("the receiver process died".into());
         }
-        if !self.reference.alive() {
-            return Err("the reference process died".into());
+        if !self.reference.alive() || !self.reference_mt.alive() {
+            return Err("a reference process died".into());
         }
         if let Some((variant, _)) = &mut self.variant {
             if !variant.alive() {
@@ -622,7 +620,11 @@ impl Bench {
     }
 
     async fn stop(mut self) {
-        let mut procs = vec![&mut self.receiver, &mut self.reference];
+        let mut procs = vec![
+            &mut self.receiver,
+            &mut self.reference,
+            &mut self.reference_mt,
+        ];
         if let Some((variant, _)) = &mut self.variant {
             procs.push(variant);
         }
@@ -639,6 +641,44 @@ impl Bench {
         }
         self.nats.stop().await;
     }
+}
+
+/// Starts `tv-ingress-bench reference` and reads the address it listens on.
+async fn start_reference(
+    multi_thread: bool,
+    workers: Option<&str>,
+) -> Result<(Proc, SocketAddr), String> {
+    let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    command.args(["reference", "--bind", "127.0.0.1:0"]);
+    if multi_thread {
+        command.arg("--multi-thread");
+    }
+    command.env_remove("TOKIO_WORKER_THREADS");
+    if let Some(workers) = workers {
+        command.env("TOKIO_WORKER_THREADS", workers);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("reference server: {e}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("reference server has no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| "reference server did not start")?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let addr: SocketAddr = line
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("reference server said {line:?}"))?;
+    let pid = child.id().ok_or("reference has no pid")?;
+    Ok((Proc { child, pid }, addr))
 }
 
 /// Starts `tv-ingress serve` configured by environment and waits until `/ready` says 200.
@@ -961,6 +1001,18 @@ fn render(
             }),
             decimals: 2,
             ok: Some(|v| v <= 2.5),
+        },
+        Check {
+            what:
+                "CPU per accepted request: receiver-64 / reference-mt-64 (multi-threaded reference)"
+                    .into(),
+            goal: "(reported)",
+            values: per_rep("receiver-64", "reference-mt-64", &|r, f| {
+                r.server_cpu_us_per_accepted.unwrap_or(f64::NAN)
+                    / f.server_cpu_us.unwrap_or(f64::NAN)
+            }),
+            decimals: 2,
+            ok: None,
         },
         Check {
             what: "Receiver peak RSS under 256 connections (MB)".into(),

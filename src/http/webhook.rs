@@ -1,7 +1,7 @@
 //! `POST /webhook`: read the body within its limits, run the intake checks, publish, answer.
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -67,9 +67,11 @@ pub async fn webhook(
     Extension(ClientIp(client_ip)): Extension<ClientIp>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     peer_cert: Option<Extension<PeerCertificate>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    // Taken apart rather than extracted as `HeaderMap` + `Body`, which clones every header.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     if !app.sources.allows(client_ip) {
         return ApiError::ForbiddenSource.into_response();
     }

@@ -151,7 +151,7 @@ impl Signer {
         let mut o = Object::default();
         let s = |t: &str| Value::String(t.to_owned());
         o.insert_new("ticker", s("AAPL"));
-        o.insert_new("action", s(if n % 2 == 0 { "buy" } else { "sell" }));
+        o.insert_new("action", s(if n & 1 == 0 { "buy" } else { "sell" }));
         o.insert_new("quantity", Value::Number("10".into()));
         o.insert_new("order_type", s("market"));
         o.insert_new(

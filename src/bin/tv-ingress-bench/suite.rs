@@ -1024,6 +1024,13 @@ fn render(
             ok: Some(|v| v < 40.0),
         },
         Check {
+            what: "Receiver VmHWM after each receiver-256 run (MB, peak since start)".into(),
+            goal: "(reported)",
+            values: of("receiver-256").filter_map(|s| s.server_hwm_mb).collect(),
+            decimals: 1,
+            ok: None,
+        },
+        Check {
             what: "Throughput at 256 connections: receiver-256 / nats-256".into(),
             goal: "(reported)",
             values: per_rep("receiver-256", "nats-256", &|r, n| {

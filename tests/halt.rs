@@ -93,6 +93,12 @@ async fn a_halt_on_one_replica_stops_every_replica_within_a_second() {
         assert_eq!(app.get("/ready").await.status, 200);
         assert_eq!(app.get("/ready").await.body["halt"]["state"], "halted");
     }
+    // The metrics say so too.
+    assert!(b
+        .get("/metrics")
+        .await
+        .text
+        .contains("\ntv_ingress_halted 1\n"));
     // Bad requests still get their own answer while halted.
     assert_eq!(b.post_raw("{", &[]).await.status, 400);
 

@@ -34,7 +34,13 @@ pub async fn shutdown_signal() {
 
 /// `tv-ingress serve`.
 pub async fn serve(config: Config) -> ExitCode {
-    telemetry::init(config.log_level);
+    telemetry::init_buffered(config.log_level);
+    let code = serve_logged(config).await;
+    telemetry::flush();
+    code
+}
+
+async fn serve_logged(config: Config) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.bind_addr).await {
         Ok(listener) => listener,
         Err(e) => {

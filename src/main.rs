@@ -110,7 +110,10 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return fail(&e),
             };
-            runtime(|| cli::serve(config))
+            let code = runtime(|| cli::serve(config));
+            // Lines logged while the runtime shut down.
+            tv_ingress::telemetry::flush();
+            code
         }
         Commands::Dev => runtime(|| cli::dev(sources)),
         Commands::Tail(args) => runtime(|| async move { cli::tail(&sources, &args).await }),

@@ -318,12 +318,7 @@ impl<'a> Parser<'a> {
         let mut out = String::new();
         loop {
             let run_start = self.pos;
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos += plain_len(&self.bytes[self.pos..]);
             // The input is valid UTF-8 and the run stops only at ASCII bytes, so it is a str.
             out.push_str(&self.text[run_start..self.pos]);
             match self.peek() {
@@ -395,6 +390,36 @@ impl<'a> Parser<'a> {
         self.pos += 4;
         Ok(unit)
     }
+}
+
+/// How many leading bytes of `bytes` need no escaping in a JSON string: the index of the first
+/// `"`, `\\` or control character (below 0x20), or the length. Eight bytes at a time.
+#[inline]
+pub fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let q = x ^ QUOTE;
+        let b = x ^ BACKSLASH;
+        // Non-zero when some byte is below 0x20, or zero after the XOR (the classic
+        // "has less than" / "has zero byte" tricks, exact as a yes/no for the whole word).
+        let found = (x.wrapping_sub(ONES * 0x20) & !x)
+            | (q.wrapping_sub(ONES) & !q)
+            | (b.wrapping_sub(ONES) & !b);
+        if found & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !special(bytes[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// Writes `value` as CPython's `json.dumps(value)` does with default arguments: separators
@@ -484,6 +509,34 @@ pub fn to_python_bytes(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_len_stops_at_the_first_byte_to_escape() {
+        let naive = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        let specials = [b'"', b'\\', 0x00, 0x1F, 0x0A];
+        let fillers = [b'a', b' ', 0x21, 0x5B, 0x5D, 0x7F, 0x80, 0xC3, 0xFF, 0x20];
+        for len in 0..40 {
+            for &filler in &fillers {
+                let plain = vec![filler; len];
+                assert_eq!(plain_len(&plain), naive(&plain));
+                for at in 0..len {
+                    for &special in &specials {
+                        let mut bytes = plain.clone();
+                        bytes[at] = special;
+                        assert_eq!(plain_len(&bytes), at, "{bytes:?}");
+                        if at + 1 < len {
+                            bytes[at + 1] = special;
+                            assert_eq!(plain_len(&bytes), at);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn dumps(input: &str) -> String {
         String::from_utf8(to_python_bytes(&parse(input.as_bytes()).unwrap())).unwrap()

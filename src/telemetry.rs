@@ -229,31 +229,28 @@ pub fn push_json_string(line: &mut String, value: &str) {
     line.push('"');
     let bytes = value.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            0x0C => "\\f",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x00..=0x1F => "",
-            _ => continue,
-        };
+    loop {
         // Only ASCII bytes are escaped, so `start..i` always falls on character boundaries.
+        let i = start + crate::json::plain_len(&bytes[start..]);
         line.push_str(&value[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            line.push_str("\\u00");
-            line.push(char::from(HEX[usize::from(b >> 4)]));
-            line.push(char::from(HEX[usize::from(b & 0xF)]));
-        } else {
-            line.push_str(escape);
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => line.push_str("\\\""),
+            b'\\' => line.push_str("\\\\"),
+            0x08 => line.push_str("\\b"),
+            0x0C => line.push_str("\\f"),
+            b'\n' => line.push_str("\\n"),
+            b'\r' => line.push_str("\\r"),
+            b'\t' => line.push_str("\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                line.push_str("\\u00");
+                line.push(char::from(HEX[usize::from(b >> 4)]));
+                line.push(char::from(HEX[usize::from(b & 0xF)]));
+            }
         }
         start = i + 1;
     }
-    line.push_str(&value[start..]);
     line.push('"');
 }
 

@@ -11,8 +11,9 @@
 //! retry means our earlier attempt stored it. Error 10158 ("duplicate message id is in process",
 //! simultaneous publishes of one id on nats-server 2.11+) is retried until the answer is definite.
 
+use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, context::PublishErrorKind, stream, ErrorCode};
-use async_nats::{HeaderMap, HeaderValue};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,18 @@ pub const DUPLICATE_WINDOW_MARGIN: Duration = Duration::from_secs(30);
 
 /// Header carrying the request's correlation id on published messages.
 pub const CORRELATION_HEADER: &str = "Tv-Ingress-Correlation-Id";
+
+const CONTENT_TYPE_NAME: HeaderName = HeaderName::from_static("Content-Type");
+const CORRELATION_NAME: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
+
+/// The headers of one publish attempt (built per attempt: async-nats takes the map by value).
+fn message_headers(msg_id: &str, correlation_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, msg_id);
+    headers.insert(CONTENT_TYPE_NAME, "application/json");
+    headers.insert(CORRELATION_NAME, correlation_id);
+    headers
+}
 
 /// Longest wait for one PubAck before retrying with the same id.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -306,14 +319,8 @@ impl Publisher {
         if !self.connected() {
             return Err(Unavailable("NATS is not connected".into()));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id);
-        headers.insert("Content-Type", "application/json");
-        headers.insert(
-            CORRELATION_HEADER,
-            HeaderValue::from(correlation_id.to_owned()),
-        );
-
+        // Cloned per attempt by reference count (a `String` subject is copied twice per attempt).
+        let subject = Subject::from(subject);
         // Once an attempt may have reached the stream, a later `duplicate` is our own write.
         let mut maybe_stored = false;
         let mut backoff = Duration::from_millis(20);
@@ -324,7 +331,8 @@ impl Publisher {
                 return Err(Unavailable(last_error));
             }
             let remaining = deadline - now;
-            let attempt = self.attempt(subject.clone(), headers.clone(), payload.clone());
+            let headers = message_headers(msg_id, correlation_id);
+            let attempt = self.attempt(subject.clone(), headers, payload.clone());
             let retry = match tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), attempt).await {
                 Ok(Ok(ack)) => {
                     let published = if ack.duplicate && !maybe_stored {
@@ -373,7 +381,7 @@ impl Publisher {
 
     async fn attempt(
         &self,
-        subject: String,
+        subject: Subject,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<jetstream::publish::PublishAck, AttemptError> {

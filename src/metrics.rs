@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,7 +45,15 @@ pub struct Metrics {
     pub halted: Gauge,
     /// Accumulated for exposition as a float gauge is not needed; seconds since start.
     pub started: Gauge<f64, AtomicU64>,
+    /// Handles of the request series seen so far (shared with `requests`), so that counting a
+    /// request compares a few labels instead of hashing them and locking the family.
+    request_handles: Mutex<Vec<(RequestLabels, Counter)>>,
+    /// Handles of `publish_seconds` for `stored`, `duplicate` and `unavailable`, made on first use.
+    publish_handles: [OnceLock<Histogram>; 3],
 }
+
+/// Label sets whose handles are kept; any others go through the family each time.
+const REQUEST_HANDLES: usize = 32;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,13 +150,46 @@ impl Metrics {
             stream_ready,
             halted,
             started,
+            request_handles: Mutex::new(Vec::new()),
+            publish_handles: Default::default(),
+        }
+    }
+
+    /// Counts one request in `requests` (the series appears on its first request, as with
+    /// `get_or_create`).
+    pub fn count_request(&self, labels: RequestLabels) {
+        let mut handles = self
+            .request_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = handles.iter().find(|(l, _)| *l == labels) {
+            counter.inc();
+            return;
+        }
+        let counter = self.requests.get_or_create(&labels).clone();
+        counter.inc();
+        if handles.len() < REQUEST_HANDLES {
+            handles.push((labels, counter));
         }
     }
 
     pub fn observe_publish(&self, result: &'static str, took: Duration) {
-        self.publish_seconds
-            .get_or_create(&PublishLabels { result })
-            .observe(took.as_secs_f64());
+        let slot = match result {
+            "stored" => Some(0),
+            "duplicate" => Some(1),
+            "unavailable" => Some(2),
+            _ => None,
+        };
+        let make = || {
+            self.publish_seconds
+                .get_or_create(&PublishLabels { result })
+                .clone()
+        };
+        let seconds = took.as_secs_f64();
+        match slot {
+            Some(i) => self.publish_handles[i].get_or_init(make).observe(seconds),
+            None => make().observe(seconds),
+        }
     }
 
     /// The exposition text.

@@ -93,14 +93,11 @@ pub async fn observe(
         (None, Some(_)) => "accepted",
         (None, None) => "ok",
     };
-    app.metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            endpoint: crate::metrics::endpoint_of(&path),
-            outcome,
-            status,
-        })
-        .inc();
+    app.metrics.count_request(crate::metrics::RequestLabels {
+        endpoint: crate::metrics::endpoint_of(&path),
+        outcome,
+        status,
+    });
     let probe = path == "/health" || path == "/ready" || path == "/metrics";
     macro_rules! event {
         ($level:expr) => {

@@ -39,12 +39,23 @@ impl IdempotencyKey {
                 None => hash.update([0u8]),
             }
         }
-        IdempotencyKey(hex::encode(&hash.finalize()[..16]))
+        IdempotencyKey(lower_hex(&hash.finalize()[..16]))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What `hex::encode` returns, without collecting an iterator of chars.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xF)]));
+    }
+    out
 }
 
 impl fmt::Display for IdempotencyKey {
@@ -57,6 +68,13 @@ impl fmt::Display for IdempotencyKey {
 mod tests {
     use super::*;
     use crate::json::parse_object;
+
+    #[test]
+    fn lower_hex_is_hex_encode() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(lower_hex(&[]), "");
+    }
 
     fn key(extra: &str, timestamp: &str) -> IdempotencyKey {
         let body = format!(

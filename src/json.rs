@@ -422,6 +422,100 @@ pub fn plain_len(bytes: &[u8]) -> usize {
     i
 }
 
+/// Appends `value` as a JSON string, escaped exactly as `serde_json` escapes it (`\"`, `\\\\`,
+/// `\\b \\f \\n \\r \\t`, other control characters as `\\u00XX`, everything else as is).
+pub fn write_json_string(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    loop {
+        let i = start + plain_len(&bytes[start..]);
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0C => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xF)]);
+            }
+        }
+        start = i + 1;
+    }
+    out.push(b'"');
+}
+
+/// Writes a JSON object member by member, as `serde_json` serializes a struct (compact, fields
+/// in order). Keys are written as given: they must need no escaping.
+pub struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    pub fn new(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        write_json_string(self.key(key), value);
+        self
+    }
+
+    /// Nothing when `value` is `None` (`skip_serializing_if = "Option::is_none"`).
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+        self
+    }
+
+    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
+        let out = self.key(key);
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = value;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[i..]);
+        self
+    }
+
+    /// The value's key, for a value the caller writes itself (e.g. a nested object).
+    pub fn raw_key(&mut self, key: &str) -> &mut Vec<u8> {
+        self.key(key)
+    }
+
+    pub fn end(&mut self) {
+        self.out.push(b'}');
+    }
+}
+
 /// Writes `value` as CPython's `json.dumps(value)` does with default arguments: separators
 /// `", "` and `": "`, `ensure_ascii=True` (everything outside printable ASCII as a lower-case
 /// `\uXXXX` escape, surrogate pairs above U+FFFF), keys in order, numbers as received.
@@ -509,6 +603,55 @@ pub fn to_python_bytes(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_escapes_them() {
+        let mut all = String::new();
+        for c in (0u32..0x80).chain([0xe9, 0x2028, 0x1F600]) {
+            all.push(char::from_u32(c).unwrap());
+        }
+        for text in [
+            "",
+            "plain",
+            "a\"b\\c",
+            "\u{0}\u{1f}\u{7f}é€😀",
+            all.as_str(),
+        ] {
+            let mut out = Vec::new();
+            write_json_string(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn object_writer_writes_what_serde_json_writes() {
+        #[derive(serde::Serialize)]
+        struct S<'a> {
+            a: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            b: Option<&'a str>,
+            n: u64,
+            z: u64,
+        }
+        for (a, b, n) in [
+            ("x\"y", None, 0),
+            ("", Some("\n"), u64::MAX),
+            ("é", Some(""), 10),
+        ] {
+            let mut out = Vec::new();
+            ObjectWriter::new(&mut out)
+                .str("a", a)
+                .opt_str("b", b)
+                .u64("n", n)
+                .u64("z", 7)
+                .end();
+            let expected = serde_json::to_vec(&S { a, b, n, z: 7 }).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn plain_len_stops_at_the_first_byte_to_escape() {

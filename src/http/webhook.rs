@@ -2,9 +2,9 @@
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
@@ -22,6 +22,7 @@ use crate::signal::SignalMessage;
 use std::net::SocketAddr;
 
 #[derive(Serialize)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct AcceptedBody<'a> {
     status: &'static str,
     correlation_id: &'a str,
@@ -139,7 +140,7 @@ async fn publish(
     match outcome {
         Ok(Published::Stored { stream, sequence }) => {
             log.stream_seq = Some(sequence);
-            Json(AcceptedBody {
+            accepted_body(&AcceptedBody {
                 status: "accepted",
                 correlation_id: correlation_id.as_str(),
                 message: format!(
@@ -152,7 +153,6 @@ async fn publish(
                 stream: &stream,
                 seq: sequence,
             })
-            .into_response()
         }
         Ok(Published::Duplicate { sequence, .. }) => {
             log.stream_seq = Some(sequence);
@@ -163,6 +163,27 @@ async fn publish(
         }
         .into_response(),
     }
+}
+
+/// The 200 answer: what `Json(body)` answers, the body written directly.
+fn accepted_body(body: &AcceptedBody<'_>) -> Response {
+    let mut out = Vec::with_capacity(256);
+    crate::json::ObjectWriter::new(&mut out)
+        .str("status", body.status)
+        .str("correlation_id", body.correlation_id)
+        .str("message", &body.message)
+        .str("idempotency_key", body.idempotency_key)
+        .str("stream", body.stream)
+        .u64("seq", body.seq)
+        .end();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn signal_log(accepted: &Accepted) -> SignalLog {
@@ -197,5 +218,29 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<By
         }
         Ok(Err(_)) => Err(ApiError::BadBody),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_accepted_answer_is_what_json_answers() {
+        let body = AcceptedBody {
+            status: "accepted",
+            correlation_id: "c-1",
+            message: "Webhook validated: BUY 1.5 \"A\"\n".into(),
+            idempotency_key: "k",
+            stream: "SIGNALS",
+            seq: 42,
+        };
+        let ours = accepted_body(&body);
+        let stock = axum::Json(&body).into_response();
+        assert_eq!(ours.status(), stock.status());
+        assert_eq!(ours.headers(), stock.headers());
+        let ours = ours.into_body().collect().await.unwrap().to_bytes();
+        let stock = stock.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(ours, stock);
     }
 }

@@ -32,7 +32,14 @@ pub struct CorrelationId(String);
 
 impl CorrelationId {
     pub fn new() -> CorrelationId {
-        CorrelationId(uuid::Uuid::new_v4().to_string())
+        // The hyphenated lower-case form `to_string` gives, without the formatting machinery.
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        CorrelationId(
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut text)
+                .to_owned(),
+        )
     }
 
     pub fn as_str(&self) -> &str {

@@ -126,7 +126,11 @@ async fn publish(
     } = accepted;
     let payload =
         SignalMessage::new(signal, key, verified, *received_at, correlation_id.as_str()).to_bytes();
-    let subject = format!("{}.{}", app.subject_prefix, signal.ticker().subject_token());
+    let ticker = signal.ticker().as_str();
+    let mut subject = String::with_capacity(app.subject_prefix.len() + ticker.len() + 8);
+    subject.push_str(&app.subject_prefix);
+    subject.push('.');
+    crate::signal::push_subject_token(&mut subject, ticker);
     let outcome = app
         .publisher
         .publish(
@@ -143,12 +147,7 @@ async fn publish(
             accepted_body(&AcceptedBody {
                 status: "accepted",
                 correlation_id: correlation_id.as_str(),
-                message: format!(
-                    "Webhook validated: {} {} {}",
-                    signal.action().as_str(),
-                    signal.quantity(),
-                    signal.ticker().as_str()
-                ),
+                message: accepted_message(signal),
                 idempotency_key: key.as_str(),
                 stream: &stream,
                 seq: sequence,
@@ -163,6 +162,23 @@ async fn publish(
         }
         .into_response(),
     }
+}
+
+/// `Webhook validated: {action} {quantity} {ticker}`.
+fn accepted_message(signal: &crate::signal::Signal) -> String {
+    let (action, quantity, ticker) = (
+        signal.action().as_str(),
+        signal.quantity().as_str(),
+        signal.ticker().as_str(),
+    );
+    let mut message = String::with_capacity(22 + action.len() + quantity.len() + ticker.len());
+    message.push_str("Webhook validated: ");
+    message.push_str(action);
+    message.push(' ');
+    message.push_str(quantity);
+    message.push(' ');
+    message.push_str(ticker);
+    message
 }
 
 /// The 200 answer: what `Json(body)` answers, the body written directly.
@@ -188,10 +204,10 @@ fn accepted_body(body: &AcceptedBody<'_>) -> Response {
 
 fn signal_log(accepted: &Accepted) -> SignalLog {
     SignalLog {
-        idempotency_key: Some(accepted.key.to_string()),
+        idempotency_key: Some(accepted.key.as_str().to_owned()),
         ticker: Some(accepted.signal.ticker().as_str().to_owned()),
         action: Some(accepted.signal.action().as_str()),
-        quantity: Some(accepted.signal.quantity().to_string()),
+        quantity: Some(accepted.signal.quantity().as_str().to_owned()),
         scheme: Some(accepted.verified.scheme.name()),
         key_fingerprint: Some(accepted.verified.key_fingerprint.clone()),
         stream_seq: None,

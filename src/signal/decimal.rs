@@ -59,11 +59,9 @@ impl Decimal {
         let parts = split_number(text).ok_or(DecimalError::NotANumber)?;
         // Significant digits of integer and fraction parts, with the decimal point moved by the
         // exponent: value = digits * 10^(point_shift) where digits has no leading zeros.
-        let mut digits: String = parts
-            .integer
-            .chars()
-            .chain(parts.fraction.chars())
-            .collect();
+        let mut digits = String::with_capacity(parts.integer.len() + parts.fraction.len() + 1);
+        digits.push_str(parts.integer);
+        digits.push_str(parts.fraction);
         let leading_zeros = digits.len() - digits.trim_start_matches('0').len();
         digits.drain(..leading_zeros);
         if digits.is_empty() {
@@ -99,8 +97,9 @@ impl Decimal {
         } else {
             let fraction_len = (-last_digit_exponent) as usize;
             if digits.len() > fraction_len {
-                let (int, frac) = digits.split_at(digits.len() - fraction_len);
-                format!("{int}.{frac}")
+                // The point inserted in place (the string has room for it).
+                digits.insert(digits.len() - fraction_len, '.');
+                digits
             } else {
                 format!("0.{}{}", "0".repeat(fraction_len - digits.len()), digits)
             }

@@ -54,8 +54,14 @@ impl Ticker {
 
 /// The token rule of [`Ticker::subject_token`] for any text (also used to filter by ticker).
 pub fn subject_token(text: &str) -> String {
-    use std::fmt::Write;
     let mut token = String::with_capacity(text.len() + 4);
+    push_subject_token(&mut token, text);
+    token
+}
+
+/// Appends [`subject_token`]`(text)` to `token`.
+pub fn push_subject_token(token: &mut String, text: &str) {
+    use std::fmt::Write;
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' {
             token.push(char::from(b));
@@ -63,7 +69,6 @@ pub fn subject_token(text: &str) -> String {
             let _ = write!(token, "_{b:02X}");
         }
     }
-    token
 }
 
 /// BUY or SELL; accepted in any case, stored upper-case.

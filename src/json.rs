@@ -396,11 +396,24 @@ impl<'a> Parser<'a> {
 /// `"`, `\\` or control character (below 0x20), or the length. Eight bytes at a time.
 #[inline]
 pub fn plain_len(bytes: &[u8]) -> usize {
+    scan::<false>(bytes)
+}
+
+/// Like [`plain_len`], also stopping at DEL and every non-ASCII byte: the run that Python's
+/// `json.dumps` (`ensure_ascii`) copies as it is.
+#[inline]
+fn printable_ascii_len(bytes: &[u8]) -> usize {
+    scan::<true>(bytes)
+}
+
+#[inline]
+fn scan<const ASCII: bool>(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     const QUOTE: u64 = ONES * b'"' as u64;
     const BACKSLASH: u64 = ONES * b'\\' as u64;
-    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    const DEL: u64 = ONES * 0x7F;
+    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || (ASCII && b >= 0x7F);
     let mut i = 0;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
@@ -408,9 +421,13 @@ pub fn plain_len(bytes: &[u8]) -> usize {
         let b = x ^ BACKSLASH;
         // Non-zero when some byte is below 0x20, or zero after the XOR (the classic
         // "has less than" / "has zero byte" tricks, exact as a yes/no for the whole word).
-        let found = (x.wrapping_sub(ONES * 0x20) & !x)
+        let mut found = (x.wrapping_sub(ONES * 0x20) & !x)
             | (q.wrapping_sub(ONES) & !q)
             | (b.wrapping_sub(ONES) & !b);
+        if ASCII {
+            let d = x ^ DEL;
+            found |= x | (d.wrapping_sub(ONES) & !d);
+        }
         if found & HIGH != 0 {
             break;
         }
@@ -565,14 +582,15 @@ pub fn write_python_string(s: &str, out: &mut Vec<u8>) {
     }
     out.push(b'"');
     let bytes = s.as_bytes();
-    let mut plain_start = 0;
-    for (i, c) in s.char_indices() {
-        let plain = matches!(c, ' '..='~') && c != '"' && c != '\\';
-        if plain {
-            continue;
-        }
-        out.extend_from_slice(&bytes[plain_start..i]);
-        plain_start = i + c.len_utf8();
+    let mut start = 0;
+    loop {
+        // The run stops only before an ASCII byte or at a character's first byte.
+        let i = start + printable_ascii_len(&bytes[start..]);
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(c) = s[i..].chars().next() else {
+            break;
+        };
+        start = i + c.len_utf8();
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
@@ -589,7 +607,6 @@ pub fn write_python_string(s: &str, out: &mut Vec<u8>) {
             }
         }
     }
-    out.extend_from_slice(&bytes[plain_start..]);
     out.push(b'"');
 }
 
@@ -654,26 +671,76 @@ mod tests {
     }
 
     #[test]
+    fn python_strings_match_a_char_by_char_ensure_ascii() {
+        fn reference(s: &str) -> Vec<u8> {
+            let mut out = vec![b'"'];
+            for c in s.chars() {
+                match c {
+                    '"' => out.extend_from_slice(b"\\\""),
+                    '\\' => out.extend_from_slice(b"\\\\"),
+                    '\n' => out.extend_from_slice(b"\\n"),
+                    '\r' => out.extend_from_slice(b"\\r"),
+                    '\t' => out.extend_from_slice(b"\\t"),
+                    '\u{8}' => out.extend_from_slice(b"\\b"),
+                    '\u{c}' => out.extend_from_slice(b"\\f"),
+                    ' '..='~' => out.push(c as u8),
+                    _ => {
+                        let mut units = [0u16; 2];
+                        for u in c.encode_utf16(&mut units) {
+                            out.extend_from_slice(format!("\\u{u:04x}").as_bytes());
+                        }
+                    }
+                }
+            }
+            out.push(b'"');
+            out
+        }
+        let mut all = String::new();
+        for c in (0u32..0x100).chain([0x2028, 0xFFFF, 0x1F600, 0x10FFFF]) {
+            all.push(char::from_u32(c).unwrap());
+        }
+        for text in [
+            "",
+            "AAPL",
+            "a longer plain string, past eight bytes",
+            "é€😀x\u{7f}y",
+            &all,
+        ] {
+            let mut out = Vec::new();
+            write_python_string(text, &mut out);
+            assert_eq!(out, reference(text), "{text:?}");
+        }
+    }
+
+    #[test]
     fn plain_len_stops_at_the_first_byte_to_escape() {
         let naive = |b: &[u8]| {
             b.iter()
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                 .unwrap_or(b.len())
         };
-        let specials = [b'"', b'\\', 0x00, 0x1F, 0x0A];
+        let ascii = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || !(0x20..0x7F).contains(&c))
+                .unwrap_or(b.len())
+        };
+        let specials = [b'"', b'\\', 0x00, 0x1F, 0x0A, 0x7F, 0x80, 0xFF];
         let fillers = [b'a', b' ', 0x21, 0x5B, 0x5D, 0x7F, 0x80, 0xC3, 0xFF, 0x20];
         for len in 0..40 {
             for &filler in &fillers {
                 let plain = vec![filler; len];
                 assert_eq!(plain_len(&plain), naive(&plain));
+                assert_eq!(printable_ascii_len(&plain), ascii(&plain));
                 for at in 0..len {
                     for &special in &specials {
                         let mut bytes = plain.clone();
                         bytes[at] = special;
-                        assert_eq!(plain_len(&bytes), at, "{bytes:?}");
+                        assert_eq!(plain_len(&bytes), naive(&bytes), "{bytes:?}");
+                        assert_eq!(printable_ascii_len(&bytes), ascii(&bytes));
                         if at + 1 < len {
                             bytes[at + 1] = special;
-                            assert_eq!(plain_len(&bytes), at);
+                            assert_eq!(plain_len(&bytes), naive(&bytes));
+                            assert_eq!(printable_ascii_len(&bytes), ascii(&bytes));
                         }
                     }
                 }

@@ -315,7 +315,14 @@ impl<'a> Parser<'a> {
 
     fn string(&mut self) -> Result<String, ParseError> {
         self.pos += 1; // opening quote
-        let mut out = String::new();
+        let start = self.pos;
+        self.pos += plain_len(&self.bytes[self.pos..]);
+        if self.peek() == Some(b'"') {
+            // No escape: one allocation of the exact size, nothing to grow.
+            self.pos += 1;
+            return Ok(self.text[start..self.pos - 1].to_owned());
+        }
+        let mut out = String::from(&self.text[start..self.pos]);
         loop {
             let run_start = self.pos;
             self.pos += plain_len(&self.bytes[self.pos..]);

@@ -51,6 +51,12 @@ pub fn init(level: LevelFilter) {
 /// the rest. For `serve`, where one `write(2)` per request line was a tenth of the receiver's
 /// kernel time.
 pub fn init_buffered(level: LevelFilter) {
+    // Both buffers allocated here, so that the flushing thread never allocates.
+    for buffer in [&PENDING, &WRITING] {
+        let mut buffer = buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let room = 2 * FLUSH_BYTES - buffer.len();
+        buffer.reserve(room);
+    }
     BufferedStdout::start_flusher();
     init_with_writer(level, BufferedStdout);
     // A panic's message goes to stderr; the lines logged before it still reach stdout.
@@ -103,6 +109,7 @@ impl BufferedStdout {
         STARTED.call_once(|| {
             let _ = std::thread::Builder::new()
                 .name("log-flush".into())
+                .stack_size(64 * 1024)
                 .spawn(|| loop {
                     std::thread::sleep(FLUSH_INTERVAL);
                     flush();

@@ -101,13 +101,46 @@ pub fn locate() -> Result<PathBuf, NatsdError> {
     }
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback (bound, then released), chosen below the kernel's ephemeral range.
+///
+/// A port handed out by `bind(0)` comes from the ephemeral range, so between its release and the
+/// server's own bind any outgoing connection on the machine may take it ("address already in
+/// use"). Ports below that range are never picked by `connect`, and each one is handed out at most
+/// once per process, so the only remaining race is with another process choosing the same random
+/// port in the same instant, which `start` survives by retrying on fresh ports.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    if ephemeral_low > low + 1_000 {
+        let span = u128::from(ephemeral_low - low);
+        for _ in 0..64 {
+            let offset = uuid::Uuid::new_v4().as_u128() % span;
+            let port = low + u16::try_from(offset).unwrap_or(0);
+            let mut guard = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+            let handed_out = guard.get_or_insert_with(HashSet::new);
+            if handed_out.contains(&port) {
+                continue;
+            }
+            if StdListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
 }
+
+/// How many times `start` tries again on fresh ports when a port was taken meanwhile.
+const START_ATTEMPTS: usize = 4;
 
 /// How to start one server.
 #[derive(Debug, Clone)]
@@ -132,6 +165,17 @@ pub struct NatsServer {
 impl NatsServer {
     /// A standalone JetStream server on free ports with a temporary store.
     pub async fn start() -> Result<NatsServer, NatsdError> {
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            match NatsServer::start_once().await {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| NatsdError::Start("no attempt made".into())))
+    }
+
+    async fn start_once() -> Result<NatsServer, NatsdError> {
         let store = tempfile::Builder::new()
             .prefix("tv-ingress-nats-")
             .tempdir()
@@ -229,23 +273,40 @@ impl NatsServer {
         self.wait_healthy(Duration::from_secs(20)).await
     }
 
-    /// Polls `/healthz?js-enabled-only=true` until it answers 200.
-    pub async fn wait_healthy(&self, limit: Duration) -> Result<(), NatsdError> {
+    /// Polls `/healthz?js-enabled-only=true` until it answers 200; fails at once if the process
+    /// exits (a port taken meanwhile, a bad config) rather than waiting out `limit`.
+    pub async fn wait_healthy(&mut self, limit: Duration) -> Result<(), NatsdError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if http_status(self.monitor_addr(), "/healthz?js-enabled-only=true").await == Some(200)
             {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-                let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            let exited = match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                None => Some("not running".to_string()),
+                _ => None,
+            };
+            if let Some(how) = exited {
+                self.child = None;
                 return Err(NatsdError::Start(format!(
-                    "not healthy after {limit:?}; log tail (newest first):\n{tail}"
+                    "exited ({how}); log tail (newest first):\n{}",
+                    self.log_tail()
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NatsdError::Start(format!(
+                    "not healthy after {limit:?}; log tail (newest first):\n{}",
+                    self.log_tail()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
     }
 
     /// Stops the process abruptly (SIGKILL), keeping its store for a restart.
@@ -342,6 +403,17 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `size` nodes with routes to each other and waits until every node is healthy.
     pub async fn start(size: usize) -> Result<NatsCluster, NatsdError> {
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            match NatsCluster::start_once(size).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| NatsdError::Start("no attempt made".into())))
+    }
+
+    async fn start_once(size: usize) -> Result<NatsCluster, NatsdError> {
         let store = tempfile::Builder::new()
             .prefix("tv-ingress-cluster-")
             .tempdir()
@@ -369,11 +441,11 @@ impl NatsCluster {
             node.spawn()?;
             nodes.push(node);
         }
-        let cluster = NatsCluster {
+        let mut cluster = NatsCluster {
             nodes,
             _store: store,
         };
-        for node in &cluster.nodes {
+        for node in &mut cluster.nodes {
             node.wait_healthy(Duration::from_secs(30)).await?;
         }
         cluster
@@ -411,5 +483,25 @@ impl NatsCluster {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        for port in ports {
+            assert!(port < ephemeral_low, "{port} is in the ephemeral range");
+            StdListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
     }
 }

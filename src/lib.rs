@@ -145,7 +145,9 @@ pub async fn run_with(
     let broker = Arc::new(BrokerState::new());
     let client = connect(&config).await?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let publisher = Publisher::new(client.clone(), broker, metrics.clone());
+    let publisher = Publisher::new(client.clone(), broker, metrics.clone())
+        .await
+        .map_err(RunError::Nats)?;
     let halt_switch = halt::HaltSwitch::new();
     let halt_bucket = halt::HaltBucket {
         name: config.halt_bucket.clone(),

@@ -10,14 +10,22 @@
 //! retried with the same id inside the request's deadline, and a `duplicate` answer to such a
 //! retry means our earlier attempt stored it. Error 10158 ("duplicate message id is in process",
 //! simultaneous publishes of one id on nats-server 2.11+) is retried until the answer is definite.
+//!
+//! A publish is what async-nats's JetStream `publish` does on the wire (a message with a reply
+//! subject, answered by the stream's PubAck), with the acks routed by [`AckRouter`]: one
+//! subscription for the process and a counter per attempt, instead of a fresh inbox, two timers
+//! and an untagged-enum parse of every PubAck (the profile in the README's Performance section).
 
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
-use async_nats::jetstream::{self, context::PublishErrorKind, stream, ErrorCode};
-use async_nats::{HeaderMap, Subject};
+use async_nats::jetstream::{self, stream, ErrorCode};
+use async_nats::{HeaderMap, StatusCode, Subject};
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, Ordering};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// The stream definition kept in `nats/`.
@@ -239,32 +247,214 @@ impl BrokerState {
     }
 }
 
+/// What a PubAck says when the stream stored (or already held) the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ack {
+    stream: String,
+    sequence: u64,
+    duplicate: bool,
+}
+
+/// A PubAck as JetStream sends it: `{"stream":"S","seq":1}`, `"duplicate":true` when the id was
+/// already in the window, or `{"error":{"code":503,"err_code":10158,"description":"…"}}`.
+#[derive(serde::Deserialize)]
+struct AckReply {
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
+    error: Option<AckReplyError>,
+}
+
+#[derive(serde::Deserialize)]
+struct AckReplyError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+/// Reads one reply to a publish: the ack, or why the attempt must be retried.
+fn parse_ack(status: Option<StatusCode>, payload: &[u8]) -> Result<Ack, AttemptError> {
+    if status == Some(StatusCode::NO_RESPONDERS) {
+        return Err(AttemptError::StreamMissing);
+    }
+    let reply: AckReply = serde_json::from_slice(payload).map_err(|e| AttemptError::Retry {
+        reason: format!("PubAck unreadable: {e}"),
+        maybe_stored: true,
+    })?;
+    match reply {
+        AckReply {
+            error: Some(error), ..
+        } => Err(AttemptError::Retry {
+            reason: if error.err_code == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT.0 {
+                "duplicate message id is in process (10158)".to_string()
+            } else {
+                format!(
+                    "PubAck: {} (code {}, err_code {})",
+                    error.description, error.code, error.err_code
+                )
+            },
+            maybe_stored: false,
+        }),
+        AckReply {
+            stream: Some(stream),
+            seq: Some(sequence),
+            duplicate,
+            error: None,
+        } => Ok(Ack {
+            stream,
+            sequence,
+            duplicate,
+        }),
+        _ => Err(AttemptError::Retry {
+            reason: "PubAck without stream or sequence".to_string(),
+            maybe_stored: true,
+        }),
+    }
+}
+
+/// Routes PubAcks to the attempts waiting for them: one subscription on `<inbox>.*` for the
+/// process (async-nats renews it on every reconnect), and the reply subject `<inbox>.<n>` with a
+/// fresh `n` per attempt. A waiter that gives up removes itself, so nothing accumulates.
+struct AckRouter {
+    /// `<inbox>.`
+    prefix: String,
+    next_token: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>>>,
+    /// The subscription ended (the client was closed): no ack will ever be delivered.
+    closed: AtomicBool,
+}
+
+impl AckRouter {
+    async fn start(client: &async_nats::Client) -> Result<Arc<AckRouter>, String> {
+        let inbox = client.new_inbox();
+        let mut subscriber = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|e| format!("subscribing to PubAcks: {e}"))?;
+        let router = Arc::new(AckRouter {
+            prefix: format!("{inbox}."),
+            next_token: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        let delivering = router.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                delivering.deliver(message);
+            }
+            delivering.closed.store(true, Ordering::Release);
+            delivering.waiting().clear();
+        });
+        Ok(router)
+    }
+
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<async_nats::Message>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deliver(&self, message: async_nats::Message) {
+        let token = message
+            .subject
+            .as_str()
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|t| t.parse::<u64>().ok());
+        let waiter = token.and_then(|t| self.waiting().remove(&t));
+        if let Some(waiter) = waiter {
+            // The attempt may have given up meanwhile; the ack then has no one to tell.
+            let _ = waiter.send(message);
+        }
+    }
+
+    /// A reply subject and the receiver its ack will arrive on.
+    fn register(self: &Arc<Self>) -> Result<AckWaiter, AttemptError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AttemptError::Retry {
+                reason: "the PubAck subscription is closed".to_string(),
+                maybe_stored: false,
+            });
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.waiting().insert(token, sender);
+        let mut reply = String::with_capacity(self.prefix.len() + 20);
+        reply.push_str(&self.prefix);
+        push_decimal(&mut reply, token);
+        Ok(AckWaiter {
+            router: self.clone(),
+            token,
+            reply: Subject::from(reply),
+            receiver,
+        })
+    }
+}
+
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// One attempt's place in the [`AckRouter`]; removed from it when dropped.
+struct AckWaiter {
+    router: Arc<AckRouter>,
+    token: u64,
+    reply: Subject,
+    receiver: oneshot::Receiver<async_nats::Message>,
+}
+
+impl Drop for AckWaiter {
+    fn drop(&mut self) {
+        self.router.waiting().remove(&self.token);
+    }
+}
+
 /// Publishes signals to the stream.
 #[derive(Clone)]
 pub struct Publisher {
     client: async_nats::Client,
     js: jetstream::Context,
+    acks: Arc<AckRouter>,
     state: Arc<BrokerState>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Publisher {
-    pub fn new(
+    /// Subscribes to PubAcks (queued until NATS answers when it is not connected yet).
+    pub async fn new(
         client: async_nats::Client,
         state: Arc<BrokerState>,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Publisher {
+    ) -> Result<Publisher, String> {
         let js = jetstream::ContextBuilder::new()
             .timeout(ATTEMPT_TIMEOUT)
-            .max_ack_inflight(8192)
-            .backpressure_on_inflight(true)
             .build(client.clone());
-        Publisher {
+        let acks = AckRouter::start(&client).await?;
+        Ok(Publisher {
             client,
             js,
+            acks,
             state,
             metrics,
-        }
+        })
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -384,37 +574,23 @@ impl Publisher {
         subject: Subject,
         headers: HeaderMap,
         payload: Bytes,
-    ) -> Result<jetstream::publish::PublishAck, AttemptError> {
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, payload)
+    ) -> Result<Ack, AttemptError> {
+        let waiter = self.acks.register()?;
+        self.client
+            .publish_with_reply_and_headers(subject, waiter.reply.clone(), headers, payload)
             .await
             .map_err(|e| AttemptError::Retry {
                 reason: format!("publish: {e}"),
                 maybe_stored: false,
             })?;
-        ack.await.map_err(|e| match e.kind() {
-            PublishErrorKind::StreamNotFound => AttemptError::StreamMissing,
-            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => AttemptError::Retry {
-                reason: format!("PubAck: {e}"),
+        let mut waiter = waiter;
+        match (&mut waiter.receiver).await {
+            Ok(reply) => parse_ack(reply.status, &reply.payload),
+            Err(_closed) => Err(AttemptError::Retry {
+                reason: "the PubAck subscription closed".to_string(),
                 maybe_stored: true,
-            },
-            _ => {
-                let in_process = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<jetstream::Error>())
-                    .is_some_and(|j| {
-                        j.error_code() == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
-                    });
-                AttemptError::Retry {
-                    reason: if in_process {
-                        "duplicate message id is in process (10158)".to_string()
-                    } else {
-                        format!("PubAck: {e}")
-                    },
-                    maybe_stored: false,
-                }
-            }
-        })
+            }),
+        }
     }
 }
 
@@ -434,6 +610,67 @@ mod tests {
             replicas: 1,
             min_duplicate_window: Duration::from_secs(65),
             window_reason: "30 + 5 + 30".into(),
+        }
+    }
+
+    #[test]
+    fn pub_acks_are_read_as_jetstream_sends_them() {
+        let stored = parse_ack(None, br#"{"stream":"SIGNALS","seq":42}"#).ok();
+        assert_eq!(
+            stored,
+            Some(Ack {
+                stream: "SIGNALS".into(),
+                sequence: 42,
+                duplicate: false
+            })
+        );
+        let duplicate = parse_ack(
+            None,
+            br#"{"stream":"SIGNALS","domain":"hub","seq":7,"duplicate":true}"#,
+        )
+        .ok();
+        assert_eq!(
+            duplicate.map(|a| (a.sequence, a.duplicate)),
+            Some((7, true))
+        );
+        let retry_reason = |status, payload: &[u8]| match parse_ack(status, payload) {
+            Err(AttemptError::Retry {
+                reason,
+                maybe_stored,
+            }) => Some((reason, maybe_stored)),
+            _ => None,
+        };
+        let (reason, maybe_stored) = retry_reason(
+            None,
+            br#"{"error":{"code":503,"err_code":10158,"description":"duplicate message id is in process"}}"#,
+        )
+        .unwrap();
+        assert_eq!(reason, "duplicate message id is in process (10158)");
+        assert!(!maybe_stored);
+        let (reason, _) = retry_reason(
+            None,
+            br#"{"error":{"code":400,"err_code":10060,"description":"expected stream does not match"}}"#,
+        )
+        .unwrap();
+        assert!(
+            reason.contains("expected stream does not match"),
+            "{reason}"
+        );
+        // An answer we cannot read may still mean stored: a later duplicate is then ours.
+        assert!(retry_reason(None, b"not json").unwrap().1);
+        assert!(retry_reason(None, br#"{"stream":"SIGNALS"}"#).unwrap().1);
+        assert!(matches!(
+            parse_ack(Some(StatusCode::NO_RESPONDERS), b""),
+            Err(AttemptError::StreamMissing)
+        ));
+    }
+
+    #[test]
+    fn reply_tokens_are_decimal() {
+        for n in [0u64, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = String::from("_INBOX.x.");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("_INBOX.x.{n}"));
         }
     }
 

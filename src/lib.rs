@@ -227,7 +227,14 @@ pub async fn run_with(
         max_connections: config.max_connections,
         shutdown_grace: config.shutdown_grace,
     };
-    serve(endpoints, http::router(state.clone()), limits, stop).await;
+    serve(
+        endpoints,
+        state.clone(),
+        http::router(state.clone()),
+        limits,
+        stop,
+    )
+    .await;
     if let Some(watcher) = cert_watcher {
         watcher.abort();
     }

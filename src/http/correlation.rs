@@ -1,25 +1,25 @@
 //! Correlation ids and the one log event per request.
 //!
-//! The middleware gives every request a fresh UUID, makes it available to everything that runs
-//! for the request (a task-local, so error bodies can carry it without threading it through every
-//! call), puts it in the `X-Correlation-Id` response header, and emits a single JSON event when
-//! the response is ready: status, outcome, latency, and the signal's fields when the handler
-//! attached them.
+//! [`observe`] wraps every request the server hands to the router: it gives the request a fresh
+//! UUID, makes it available to everything that runs for the request (a task-local, so error
+//! bodies can carry it without threading it through every call), puts it in the
+//! `X-Correlation-Id` response header, and emits a single JSON event when the response is ready:
+//! status, outcome, latency, and the signal's fields when the handler attached them. It is called
+//! by the connection's service directly rather than as an axum `from_fn` layer, which would box
+//! and clone per request what this does in place.
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::Body;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
+use axum::Router;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
+use tower::ServiceExt;
 
+use super::server::PeerCertificate;
 use super::AppState;
 use crate::error::LogDetail;
-
-/// The client address as judged by the source policy (`None`: a trusted proxy sent garbage).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
@@ -27,28 +27,45 @@ tokio::task_local! {
     static CURRENT: CorrelationId;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorrelationId(String);
+/// Who sent a request and under which id it is logged: one request extension for all of it.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub correlation_id: CorrelationId,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client address as judged by the source policy (`None`: a trusted proxy sent garbage).
+    pub client_ip: Option<IpAddr>,
+    /// The TLS client certificate of the connection, if any.
+    pub certificate: PeerCertificate,
+}
+
+/// A request's UUID in its hyphenated lower-case text form (36 ASCII bytes, kept inline).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CorrelationId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl std::fmt::Debug for CorrelationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl CorrelationId {
     pub fn new() -> CorrelationId {
-        // The hyphenated lower-case form `to_string` gives, without the formatting machinery.
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        CorrelationId(
-            uuid::Uuid::new_v4()
-                .hyphenated()
-                .encode_lower(&mut text)
-                .to_owned(),
-        )
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        CorrelationId(text)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Always ASCII: written by `encode_lower` above.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// The id of the request being served, or an empty string outside a request.
     pub fn current_string() -> String {
-        CURRENT.try_with(|c| c.0.clone()).unwrap_or_default()
+        CURRENT
+            .try_with(|c| c.as_str().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -70,23 +87,28 @@ pub struct SignalLog {
     pub stream_seq: Option<u64>,
 }
 
+/// Serves one request with `router`, under a fresh correlation id, and logs it.
 pub async fn observe(
-    State(app): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+    app: Arc<AppState>,
+    router: Router,
+    peer: SocketAddr,
+    certificate: PeerCertificate,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<Response, std::convert::Infallible> {
     let started = Instant::now();
     let id = CorrelationId::new();
-    request.extensions_mut().insert(id.clone());
-    let client_ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .and_then(|peer| app.sources.client_ip(peer.0.ip(), request.headers()));
-    request.extensions_mut().insert(ClientIp(client_ip));
+    let mut request = request.map(Body::new);
+    let client_ip = app.sources.client_ip(peer.ip(), request.headers());
+    request.extensions_mut().insert(Arc::new(RequestContext {
+        correlation_id: id,
+        peer,
+        client_ip,
+        certificate,
+    }));
     let method = request.method().clone();
     let path: String = request.uri().path().chars().take(128).collect();
     let in_flight = InFlight::enter(&app);
-    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    let Ok(mut response) = CURRENT.scope(id, router.oneshot(request)).await;
     drop(in_flight);
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
@@ -139,7 +161,7 @@ pub async fn observe(
     } else {
         event!(tracing::Level::INFO);
     }
-    response
+    Ok(response)
 }
 
 /// `ip.to_string()`, IPv4 without the formatting machinery.

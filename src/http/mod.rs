@@ -76,9 +76,5 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(health::root).fallback(only("GET, HEAD")))
         .route("/metrics", get(health::metrics).fallback(only("GET, HEAD")))
         .fallback(|| async { ApiError::NotFound })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            correlation::observe,
-        ))
         .with_state(state)
 }

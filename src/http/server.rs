@@ -4,7 +4,6 @@
 //!
 //! `axum::serve` offers none of these knobs, so connections are driven by hyper directly.
 
-use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,7 +15,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tower::ServiceExt;
 
 use crate::auth::ClientCertificate;
 use crate::tls::TlsEndpoint;
@@ -41,6 +39,7 @@ pub struct PeerCertificate(pub Option<Arc<ClientCertificate>>);
 /// What every connection task needs.
 #[derive(Clone)]
 struct Shared {
+    app: Arc<super::AppState>,
     router: Router,
     limits: ServerLimits,
     slots: Arc<Semaphore>,
@@ -51,6 +50,7 @@ struct Shared {
 /// in-flight requests up to `shutdown_grace` to finish.
 pub async fn serve(
     endpoints: Vec<Endpoint>,
+    app: Arc<super::AppState>,
     router: Router,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
@@ -60,7 +60,11 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
+    if std::env::var_os("TVI_EXPERIMENT_FLAT").is_some() {
+        http.writev(false);
+    }
     let shared = Shared {
+        app,
         router,
         limits,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -156,11 +160,9 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let router = shared.router.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(cert.clone());
-        router.clone().oneshot(request)
+    let (app, router) = (shared.app.clone(), shared.router.clone());
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        super::correlation::observe(app.clone(), router.clone(), peer, cert.clone(), request)
     });
     let connection = watcher.watch(shared.http.serve_connection(TokioIo::new(stream), service));
     if let Err(e) = connection.await {

@@ -1,7 +1,7 @@
 //! `POST /webhook`: read the body within its limits, run the intake checks, publish, answer.
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -11,15 +11,13 @@ use serde::Serialize;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::correlation::{ClientIp, CorrelationId, SignalLog};
-use super::server::PeerCertificate;
+use super::correlation::{CorrelationId, RequestContext, SignalLog};
 use super::AppState;
 use crate::error::ApiError;
 use crate::halt::HaltState;
 use crate::intake::Accepted;
 use crate::publish::Published;
 use crate::signal::SignalMessage;
-use std::net::SocketAddr;
 
 #[derive(Serialize)]
 #[cfg_attr(not(test), allow(dead_code))]
@@ -64,12 +62,11 @@ struct AcceptedBody<'a> {
 )]
 pub async fn webhook(
     State(app): State<Arc<AppState>>,
-    Extension(correlation_id): Extension<CorrelationId>,
-    Extension(ClientIp(client_ip)): Extension<ClientIp>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    peer_cert: Option<Extension<PeerCertificate>>,
+    Extension(context): Extension<Arc<RequestContext>>,
     request: Request,
 ) -> Response {
+    let correlation_id = context.correlation_id;
+    let client_ip = context.client_ip;
     // Taken apart rather than extracted as `HeaderMap` + `Body`, which clones every header.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
@@ -82,10 +79,10 @@ pub async fn webhook(
     };
     let deadline = Instant::now() + app.request_deadline;
     let proxy_cert;
-    let cert = match peer_cert.as_ref().and_then(|c| c.0 .0.as_deref()) {
+    let cert = match context.certificate.0.as_deref() {
         Some(cert) => Some(cert),
         None => {
-            let trusted = peer.is_some_and(|p| app.sources.trusts(p.0 .0.ip()));
+            let trusted = app.sources.trusts(context.peer.ip());
             proxy_cert = (app.client_cert_proxy_headers && trusted)
                 .then(|| super::client_cert::from_proxy_headers(&headers))
                 .flatten();

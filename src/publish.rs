@@ -326,7 +326,7 @@ struct AckRouter {
     /// `<inbox>.`
     prefix: String,
     next_token: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>, TokenHash>>,
     /// The subscription ended (the client was closed): no ack will ever be delivered.
     closed: AtomicBool,
 }
@@ -341,7 +341,7 @@ impl AckRouter {
         let router = Arc::new(AckRouter {
             prefix: format!("{inbox}."),
             next_token: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::default()),
             closed: AtomicBool::new(false),
         });
         let delivering = router.clone();
@@ -357,7 +357,8 @@ impl AckRouter {
 
     fn waiting(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<async_nats::Message>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<async_nats::Message>, TokenHash>>
+    {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -394,6 +395,34 @@ impl AckRouter {
             reply: Subject::from(reply),
             receiver,
         })
+    }
+}
+
+/// Hashes the router's tokens: counters we hand out ourselves, so SipHash's defence against
+/// chosen keys buys nothing; a multiply spreads consecutive tokens over the table.
+#[derive(Default, Clone, Copy)]
+struct TokenHash;
+
+impl std::hash::BuildHasher for TokenHash {
+    type Hasher = TokenHasher;
+    fn build_hasher(&self) -> TokenHasher {
+        TokenHasher(0)
+    }
+}
+
+struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

@@ -234,7 +234,10 @@ pub fn rfc3339_utc(t: &DateTime<Utc>, format: SecondsFormat) -> String {
         out[19] = b'.';
     }
     out[len] = b'Z';
-    String::from_utf8_lossy(&out[..=len]).into_owned()
+    // ASCII digits and separators only.
+    std::str::from_utf8(&out[..=len])
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// A bounded free-text field (`order_id`, `strategy`, `comment`).

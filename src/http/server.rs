@@ -60,9 +60,6 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    if std::env::var_os("TVI_EXPERIMENT_FLAT").is_some() {
-        http.writev(false);
-    }
     let shared = Shared {
         app,
         router,

@@ -203,7 +203,7 @@ fn signed_request(sources: &Sources, args: &SignArgs) -> Result<String, String> 
     };
     if !object.contains_key("timestamp") {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        object.insert_new("timestamp", Value::String(now));
+        object.insert_new("timestamp", Value::String(now.into()));
     }
     let (body, header) = if args.header {
         let body = json::to_python_bytes(&Value::Object(object));
@@ -234,7 +234,7 @@ fn signed_request(sources: &Sources, args: &SignArgs) -> Result<String, String> 
     })
 }
 
-fn read_object(path: &str) -> Result<Object, String> {
+fn read_object(path: &str) -> Result<Object<'static>, String> {
     let mut bytes = Vec::new();
     if path == "-" {
         std::io::stdin()
@@ -245,22 +245,22 @@ fn read_object(path: &str) -> Result<Object, String> {
     }
     let mut object = json::parse_object(&bytes).map_err(|e| format!("{path}: {e}"))?;
     object.remove("signature");
-    Ok(object)
+    Ok(object.into_owned())
 }
 
-fn object_from_flags(args: &SignArgs) -> Result<Object, String> {
+fn object_from_flags(args: &SignArgs) -> Result<Object<'static>, String> {
     let ticker = args
         .ticker
         .clone()
         .ok_or("--ticker (or --file) is required")?;
     let mut object = Object::default();
-    let mut put = |k: &str, v: Value| {
+    let mut put = |k: &'static str, v: Value<'static>| {
         object.insert_new(k, v);
     };
-    put("ticker", Value::String(ticker));
-    put("action", Value::String(args.action.clone()));
+    put("ticker", Value::String(ticker.into()));
+    put("action", Value::String(args.action.clone().into()));
     put("quantity", number_or_string(&args.quantity));
-    put("order_type", Value::String(args.order_type.clone()));
+    put("order_type", Value::String(args.order_type.clone().into()));
     if let Some(p) = &args.limit_price {
         put("limit_price", number_or_string(p));
     }
@@ -268,22 +268,22 @@ fn object_from_flags(args: &SignArgs) -> Result<Object, String> {
         put("stop_price", number_or_string(p));
     }
     if let Some(t) = &args.timestamp {
-        put("timestamp", Value::String(t.clone()));
+        put("timestamp", Value::String(t.clone().into()));
     }
     if let Some(id) = &args.order_id {
-        put("order_id", Value::String(id.clone()));
+        put("order_id", Value::String(id.clone().into()));
     }
     if let Some(s) = &args.strategy {
-        put("strategy", Value::String(s.clone()));
+        put("strategy", Value::String(s.clone().into()));
     }
     Ok(object)
 }
 
 /// A JSON number when the text is one, else a string (the receiver accepts both).
-fn number_or_string(text: &str) -> Value {
+fn number_or_string(text: &str) -> Value<'static> {
     match json::parse(text.as_bytes()) {
-        Ok(Value::Number(n)) => Value::Number(n),
-        _ => Value::String(text.to_owned()),
+        Ok(Value::Number(n)) => Value::Number(n.into_owned().into()),
+        _ => Value::String(text.to_owned().into()),
     }
 }
 

@@ -8,36 +8,63 @@
 //! UTF-8, lone surrogates and nesting deeper than [`MAX_DEPTH`], and a writer that reproduces
 //! `json.dumps(obj)` byte for byte.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
 /// Deepest nesting of arrays and objects accepted; a signal needs two levels.
 pub const MAX_DEPTH: usize = 32;
 
-/// A parsed JSON value. Numbers keep their received spelling.
+/// A parsed JSON value. Numbers keep their received spelling. Strings and numbers borrow from
+/// the input unless an escape had to be decoded (a signal's dozen strings cost no allocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     /// The number exactly as it appeared in the input (already checked against JSON's grammar).
-    Number(Box<str>),
-    String(String),
-    Array(Vec<Value>),
-    Object(Object),
+    Number(Cow<'a, str>),
+    String(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Object<'a>),
+}
+
+impl Value<'_> {
+    /// The same value owning all of its text (to outlive the input).
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Number(n) => Value::Number(Cow::Owned(n.into_owned())),
+            Value::String(s) => Value::String(Cow::Owned(s.into_owned())),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+            Value::Object(object) => Value::Object(object.into_owned()),
+        }
+    }
 }
 
 /// A JSON object with unique keys, kept in received order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Object {
-    members: Vec<(String, Value)>,
+pub struct Object<'a> {
+    members: Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
-impl Object {
-    pub fn get(&self, key: &str) -> Option<&Value> {
+impl<'a> Object<'a> {
+    /// The same object owning all of its text (to outlive the input).
+    pub fn into_owned(self) -> Object<'static> {
+        Object {
+            members: self
+                .members
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value<'a>> {
         self.members
             .iter_mut()
             .find(|(k, _)| k == key)
@@ -45,7 +72,7 @@ impl Object {
     }
 
     /// Removes `key`, returning its value; the order of the other members is kept.
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
+    pub fn remove(&mut self, key: &str) -> Option<Value<'a>> {
         let index = self.members.iter().position(|(k, _)| k == key)?;
         Some(self.members.remove(index).1)
     }
@@ -54,8 +81,8 @@ impl Object {
         self.get(key).is_some()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.members.iter().map(|(k, v)| (k.as_str(), v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value<'a>)> {
+        self.members.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +94,7 @@ impl Object {
     }
 
     /// Appends a member; returns false (and changes nothing) when the key is already present.
-    pub fn insert_new(&mut self, key: impl Into<String>, value: Value) -> bool {
+    pub fn insert_new(&mut self, key: impl Into<Cow<'a, str>>, value: Value<'a>) -> bool {
         let key = key.into();
         if self.contains_key(&key) {
             return false;
@@ -115,7 +142,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Parses a whole body that must be one JSON object.
-pub fn parse_object(input: &[u8]) -> Result<Object, ParseError> {
+pub fn parse_object(input: &[u8]) -> Result<Object<'_>, ParseError> {
     match parse(input)? {
         Value::Object(object) => Ok(object),
         _ => Err(ParseError::NotAnObject),
@@ -123,7 +150,7 @@ pub fn parse_object(input: &[u8]) -> Result<Object, ParseError> {
 }
 
 /// Parses one JSON value filling the whole input (surrounding whitespace allowed).
-pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
+pub fn parse(input: &[u8]) -> Result<Value<'_>, ParseError> {
     if input.starts_with(b"\xEF\xBB\xBF") {
         return Err(ParseError::ByteOrderMark);
     }
@@ -185,7 +212,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1).map(Value::Object),
             Some(b'[') => self.array(depth + 1).map(Value::Array),
@@ -202,13 +229,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Object, ParseError> {
+    fn object(&mut self, depth: usize) -> Result<Object<'a>, ParseError> {
         if depth > MAX_DEPTH {
             return Err(ParseError::TooDeep);
         }
         self.pos += 1; // '{'
         let mut object = Object::default();
-        let mut seen: Option<HashSet<String>> = None;
+        let mut seen: Option<HashSet<Cow<'a, str>>> = None;
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -251,7 +278,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Vec<Value>, ParseError> {
+    fn array(&mut self, depth: usize) -> Result<Vec<Value<'a>>, ParseError> {
         if depth > MAX_DEPTH {
             return Err(ParseError::TooDeep);
         }
@@ -277,7 +304,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn number(&mut self) -> Result<Box<str>, ParseError> {
+    fn number(&mut self) -> Result<Cow<'a, str>, ParseError> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -304,7 +331,7 @@ impl<'a> Parser<'a> {
             }
             self.digits();
         }
-        Ok(self.text[start..self.pos].into())
+        Ok(Cow::Borrowed(&self.text[start..self.pos]))
     }
 
     fn digits(&mut self) {
@@ -313,14 +340,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn string(&mut self) -> Result<String, ParseError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.pos += 1; // opening quote
         let start = self.pos;
         self.pos += plain_len(&self.bytes[self.pos..]);
         if self.peek() == Some(b'"') {
-            // No escape: one allocation of the exact size, nothing to grow.
+            // No escape: the text itself.
             self.pos += 1;
-            return Ok(self.text[start..self.pos - 1].to_owned());
+            return Ok(Cow::Borrowed(&self.text[start..self.pos - 1]));
         }
         let mut out = String::from(&self.text[start..self.pos]);
         loop {
@@ -331,7 +358,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
                     self.pos += 1;

@@ -205,12 +205,12 @@ fn rows() -> Vec<Row> {
         row("a valid signal without any signature", post(serde_json::to_vec(&valid()).unwrap()), 401, Some("invalid_signature")),
         row("an empty signature string", resigned(|_| String::new()).into_post(), 401, Some("invalid_signature")),
         row("a signature made with an empty secret", post({
-            let mut o = tvjson::parse_object(&serde_json::to_vec(&valid()).unwrap()).unwrap();
+            let mut o = tvjson::parse_object(&serde_json::to_vec(&valid()).unwrap()).unwrap().into_owned();
             sign_body(&Key::from_bytes(b""), &mut o);
             tvjson::to_python_bytes(&Value::Object(o))
         }), 401, Some("invalid_signature")),
         row("a signature made with a guessed secret", post({
-            let mut o = tvjson::parse_object(&serde_json::to_vec(&valid()).unwrap()).unwrap();
+            let mut o = tvjson::parse_object(&serde_json::to_vec(&valid()).unwrap()).unwrap().into_owned();
             sign_body(&Key::from_bytes(b"your-secret-key"), &mut o);
             tvjson::to_python_bytes(&Value::Object(o))
         }), 401, Some("invalid_signature")),
@@ -225,9 +225,9 @@ fn rows() -> Vec<Row> {
         row("the signature as an array", post(splice(&resigned(|_| "SIG".into()), b"\"SIG\"", b"[\"SIG\"]")), 401, Some("invalid_signature")),
         row("the right signature, then the quantity changed", post(splice(&valid_body, b"\"quantity\": 1", b"\"quantity\": 100")), 401, Some("invalid_signature")),
         row("the MAC of json.dumps without the signature placeholder", post({
-            let mut o = tvjson::parse_object(&serde_json::to_vec(&valid()).unwrap()).unwrap();
+            let mut o = tvjson::parse_object(&serde_json::to_vec(&valid()).unwrap()).unwrap().into_owned();
             let mac = hex::encode(key().sign(&[&tvjson::to_python_bytes(&Value::Object(o.clone()))]));
-            o.insert_new("signature", Value::String(mac));
+            o.insert_new("signature", Value::String(mac.into()));
             tvjson::to_python_bytes(&Value::Object(o))
         }), 401, Some("invalid_signature")),
         row("correct signatures in both the header and the body", post_with(

@@ -19,7 +19,7 @@ fn to_serde(value: &Value) -> Option<serde_json::Value> {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
         Value::Number(n) => serde_json::from_str(n).ok()?,
-        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::String(s) => serde_json::Value::String(s.to_string()),
         Value::Array(items) => {
             serde_json::Value::Array(items.iter().map(to_serde).collect::<Option<_>>()?)
         }

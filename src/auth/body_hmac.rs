@@ -24,9 +24,9 @@ pub(super) fn verify<'k>(keyring: &'k Keyring, object: &mut Object) -> Result<&'
 /// `json.dumps(object)` with `signature` set to `""` in its place (appended when absent).
 pub fn canonical_form(object: &mut Object) -> Vec<u8> {
     let original = match object.get_mut(BODY_SIGNATURE_FIELD) {
-        Some(slot) => Some(std::mem::replace(slot, Value::String(String::new()))),
+        Some(slot) => Some(std::mem::replace(slot, Value::String("".into()))),
         None => {
-            object.insert_new(BODY_SIGNATURE_FIELD, Value::String(String::new()));
+            object.insert_new(BODY_SIGNATURE_FIELD, Value::String("".into()));
             None
         }
     };
@@ -46,9 +46,12 @@ pub fn sign_body(key: &Key, object: &mut Object) -> String {
     let canonical = canonical_form(object);
     let signature = hex::encode(key.sign(&[&canonical]));
     if let Some(slot) = object.get_mut(BODY_SIGNATURE_FIELD) {
-        *slot = Value::String(signature.clone());
+        *slot = Value::String(signature.clone().into());
     } else {
-        object.insert_new(BODY_SIGNATURE_FIELD, Value::String(signature.clone()));
+        object.insert_new(
+            BODY_SIGNATURE_FIELD,
+            Value::String(signature.clone().into()),
+        );
     }
     signature
 }

@@ -343,13 +343,13 @@ const FIELD_NAME_ECHO_MAX: usize = 40;
 
 /// Collects field errors while reading an object.
 struct Reader<'a> {
-    object: &'a Object,
+    object: &'a Object<'a>,
     errors: Vec<FieldError>,
 }
 
 enum Presence<'a> {
     Missing,
-    Present(&'a Value),
+    Present(&'a Value<'a>),
 }
 
 impl<'a> Reader<'a> {
@@ -450,7 +450,7 @@ fn parse_order_type(text: &str) -> Result<&'static str, String> {
         .ok_or_else(|| "must be MARKET, LIMIT, STOP or STOP_LIMIT".to_string())
 }
 
-impl TryFrom<&Object> for Signal {
+impl TryFrom<&Object<'_>> for Signal {
     type Error = Vec<FieldError>;
 
     /// Reads a signal from an object whose authentication fields were already removed.

@@ -147,9 +147,9 @@ impl Signer {
     }
 
     /// A TradingView-style strategy alert, unique by `order_id`, timestamped now.
-    fn signal(&self, n: u64) -> Object {
+    fn signal(&self, n: u64) -> Object<'static> {
         let mut o = Object::default();
-        let s = |t: &str| Value::String(t.to_owned());
+        let s = |t: &str| Value::String(t.to_owned().into());
         o.insert_new("ticker", s("AAPL"));
         o.insert_new("action", s(if n & 1 == 0 { "buy" } else { "sell" }));
         o.insert_new("quantity", Value::Number("10".into()));
@@ -158,7 +158,10 @@ impl Signer {
             "timestamp",
             s(&Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
         );
-        o.insert_new("order_id", Value::String(format!("bench-{}-{n}", self.tag)));
+        o.insert_new(
+            "order_id",
+            Value::String(format!("bench-{}-{n}", self.tag).into()),
+        );
         o.insert_new("strategy", s("bench-momentum"));
         o.insert_new("price", Value::Number("189.52".into()));
         o
@@ -200,7 +203,7 @@ impl Signer {
             Scheme::Token => {
                 object.insert_new(
                     self.secrets.token_field.clone(),
-                    Value::String(self.secrets.token.clone()),
+                    Value::String(self.secrets.token.clone().into()),
                 );
                 json::to_python_bytes(&Value::Object(object))
             }

@@ -299,21 +299,28 @@ impl Visit for FieldWriter<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        // serde_json's own spelling (shortest round-trip digits; `null` when not finite).
-        let mut number = Vec::with_capacity(24);
-        let _ = serde_json::to_writer(&mut number, &value);
-        self.line
-            .push_str(std::str::from_utf8(&number).unwrap_or("null"));
+        // serde_json's own spelling (shortest round-trip digits; `null` when not finite), written
+        // into a stack buffer.
+        let mut number = [0u8; 32];
+        let mut rest = &mut number[..];
+        let spelled = match serde_json::to_writer(&mut rest, &value) {
+            Ok(()) => {
+                let len = 32 - rest.len();
+                std::str::from_utf8(&number[..len]).unwrap_or("null")
+            }
+            Err(_) => "null",
+        };
+        self.line.push_str(spelled);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {

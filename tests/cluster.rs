@@ -74,7 +74,10 @@ async fn duplicate_storm_on_a_replicated_stream_stores_each_signal_once() {
 struct Sent {
     key_n: usize,
     body: Vec<u8>,
+    /// 0 when no receiver answered at all.
     status: u16,
+    /// What the answer said, or the last transport error when there was none (for failures).
+    answer: String,
 }
 
 /// Posts unique signals from `workers` tasks until `stop`, alternating receivers and failing
@@ -95,13 +98,17 @@ fn load(
                     let key_n = w * 1_000_000 + n;
                     let body = sign_in_body(&unique_signal(key_n));
                     let mut status = 0;
+                    let mut answer = String::new();
                     for attempt in 0..addrs.len() * 5 {
                         let addr = addrs[(n + attempt) % addrs.len()];
-                        if let Ok(r) =
-                            try_request(addr, "POST", "/webhook", &[], body.clone().into()).await
+                        match try_request(addr, "POST", "/webhook", &[], body.clone().into()).await
                         {
-                            status = r.status;
-                            break;
+                            Ok(r) => {
+                                status = r.status;
+                                answer = r.text;
+                                break;
+                            }
+                            Err(e) => answer = format!("{addr}: {e}"),
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -117,6 +124,7 @@ fn load(
                         key_n,
                         body,
                         status,
+                        answer,
                     });
                     n += 1;
                 }
@@ -169,9 +177,10 @@ async fn settle_and_check(app: &TestApp, addrs: &[SocketAddr], sent: Vec<Sent>) 
     for s in &sent {
         assert!(
             matches!(s.status, 200 | 503),
-            "signal {} answered {}",
+            "signal {} answered {}: {}",
             s.key_n,
-            s.status
+            s.status,
+            s.answer
         );
         let order_id = serde_json::from_slice::<serde_json::Value>(&s.body).unwrap()["order_id"]
             .as_str()

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub duplicates: Counter,
     pub publish_retries: Counter,
     pub in_flight: Gauge,
+    /// Publish attempts waiting for their PubAck (each gives up within its attempt timeout).
+    pub pubacks_awaited: Gauge,
     pub nats_connected: Gauge,
     pub stream_ready: Gauge,
     pub halted: Gauge,
@@ -103,6 +105,12 @@ impl Metrics {
             "Requests being served now",
             in_flight.clone(),
         );
+        let pubacks_awaited = Gauge::default();
+        registry.register(
+            "pubacks_awaited",
+            "Publish attempts waiting for their PubAck now",
+            pubacks_awaited.clone(),
+        );
         let nats_connected = Gauge::default();
         registry.register(
             "nats_connected",
@@ -146,6 +154,7 @@ impl Metrics {
             duplicates,
             publish_retries,
             in_flight,
+            pubacks_awaited,
             nats_connected,
             stream_ready,
             halted,

@@ -329,10 +329,15 @@ struct AckRouter {
     waiting: Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>, TokenHash>>,
     /// The subscription ended (the client was closed): no ack will ever be delivered.
     closed: AtomicBool,
+    /// How many attempts wait now (`tv_ingress_pubacks_awaited`).
+    awaited: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl AckRouter {
-    async fn start(client: &async_nats::Client) -> Result<Arc<AckRouter>, String> {
+    async fn start(
+        client: &async_nats::Client,
+        awaited: prometheus_client::metrics::gauge::Gauge,
+    ) -> Result<Arc<AckRouter>, String> {
         let inbox = client.new_inbox();
         let mut subscriber = client
             .subscribe(format!("{inbox}.*"))
@@ -343,6 +348,7 @@ impl AckRouter {
             next_token: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::default()),
             closed: AtomicBool::new(false),
+            awaited,
         });
         let delivering = router.clone();
         tokio::spawn(async move {
@@ -386,6 +392,7 @@ impl AckRouter {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.waiting().insert(token, sender);
+        self.awaited.inc();
         let mut reply = String::with_capacity(self.prefix.len() + 20);
         reply.push_str(&self.prefix);
         push_decimal(&mut reply, token);
@@ -453,6 +460,7 @@ struct AckWaiter {
 impl Drop for AckWaiter {
     fn drop(&mut self) {
         self.router.waiting().remove(&self.token);
+        self.router.awaited.dec();
     }
 }
 
@@ -476,7 +484,7 @@ impl Publisher {
         let js = jetstream::ContextBuilder::new()
             .timeout(ATTEMPT_TIMEOUT)
             .build(client.clone());
-        let acks = AckRouter::start(&client).await?;
+        let acks = AckRouter::start(&client, metrics.pubacks_awaited.clone()).await?;
         Ok(Publisher {
             client,
             js,

@@ -534,6 +534,8 @@ async fn nats_frozen_gives_503_in_time_with_bounded_memory_and_tasks_then_recove
         r.await.unwrap();
     }
     receiver.assert_alive();
+    // Every publish attempt the freeze cut short has let go of its place in the PubAck router.
+    app.wait_for_metric("tv_ingress_pubacks_awaited 0").await;
 
     let journal = journal.lock().unwrap().clone();
     // Sent once the broker had surely stopped (SIGSTOP reaches every thread of the process within

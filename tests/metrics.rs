@@ -66,6 +66,7 @@ async fn metrics_count_what_happened() {
         ("tv_ingress_stream_ready", 1.0),
         ("tv_ingress_halted", 0.0),
         ("tv_ingress_requests_in_flight", 1.0),
+        ("tv_ingress_pubacks_awaited", 0.0),
         (r#"tv_ingress_build_info{version="0.1.0"}"#, 1.0),
     ];
     for (series, expected) in cases {

@@ -88,6 +88,8 @@ async fn an_ack_delayed_past_one_attempt_is_retried_with_the_same_id_and_answere
     let addr = app.addr;
     let pending =
         tokio::spawn(async move { request(addr, "POST", "/webhook", &[], body.into()).await });
+    // The first attempt waits for its PubAck...
+    app.wait_for_metric("tv_ingress_pubacks_awaited 1").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     nats.thaw();
     let r = pending.await.unwrap();
@@ -96,6 +98,16 @@ async fn an_ack_delayed_past_one_attempt_is_retried_with_the_same_id_and_answere
     let messages = app.stream_messages().await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].sequence, r.body["seq"].as_u64().unwrap());
+    // ...and neither the abandoned attempt nor the answered one is still waiting.
+    let metrics = app.get("/metrics").await.text;
+    assert!(
+        metrics.contains("tv_ingress_pubacks_awaited 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tv_ingress_publish_retries_total 0\n"),
+        "the first attempt was not retried: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

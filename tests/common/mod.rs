@@ -116,6 +116,23 @@ impl TestApp {
         }
     }
 
+    /// Polls `/metrics` until its text contains `line` (for instance `name value`).
+    pub async fn wait_for_metric(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = try_request(self.addr, "GET", "/metrics", &[], Bytes::new()).await {
+                if r.text.lines().any(|l| l == line) {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/metrics never showed `{line}`"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         request(self.addr, "GET", path, &[], Bytes::new()).await
     }

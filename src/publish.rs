@@ -395,7 +395,7 @@ impl AckRouter {
         self.awaited.inc();
         let mut reply = String::with_capacity(self.prefix.len() + 20);
         reply.push_str(&self.prefix);
-        push_decimal(&mut reply, token);
+        reply.push_str(itoa::Buffer::new().format(token));
         Ok(AckWaiter {
             router: self.clone(),
             token,
@@ -430,22 +430,6 @@ impl std::hash::Hasher for TokenHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
     }
 }
 
@@ -700,15 +684,6 @@ mod tests {
             parse_ack(Some(StatusCode::NO_RESPONDERS), b""),
             Err(AttemptError::StreamMissing)
         ));
-    }
-
-    #[test]
-    fn reply_tokens_are_decimal() {
-        for n in [0u64, 1, 9, 10, 99, 100, 12345, u64::MAX] {
-            let mut out = String::from("_INBOX.x.");
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("_INBOX.x.{n}"));
-        }
     }
 
     #[test]

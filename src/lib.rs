@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod natsd;
 pub mod ops;
 pub mod publish;
+pub mod rfc3339;
 pub mod signal;
 pub mod telemetry;
 pub mod tls;

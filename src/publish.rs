@@ -596,7 +596,7 @@ impl Publisher {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<Ack, AttemptError> {
-        let waiter = self.acks.register()?;
+        let mut waiter = self.acks.register()?;
         self.client
             .publish_with_reply_and_headers(subject, waiter.reply.clone(), headers, payload)
             .await
@@ -604,7 +604,6 @@ impl Publisher {
                 reason: format!("publish: {e}"),
                 maybe_stored: false,
             })?;
-        let mut waiter = waiter;
         match (&mut waiter.receiver).await {
             Ok(reply) => parse_ack(reply.status, &reply.payload),
             Err(_closed) => Err(AttemptError::Retry {

@@ -198,37 +198,12 @@ fn level_name(level: Level) -> &'static str {
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` as `tracing_subscriber::fmt::time::SystemTime` writes it.
 fn push_timestamp(line: &mut String, now: std::time::SystemTime) -> fmt::Result {
-    use chrono::{Datelike, Timelike};
     let t = chrono::DateTime::<chrono::Utc>::from(now);
-    let year = t.year();
-    if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
-        // Outside the four-digit years (and leap seconds): the stock formatter itself.
-        return SystemTime.format_time(&mut Writer::new(line));
+    if crate::rfc3339::push_utc(line, &t, chrono::SecondsFormat::Micros) {
+        return Ok(());
     }
-    push_digits(line, year as u32, 4);
-    line.push('-');
-    push_digits(line, t.month(), 2);
-    line.push('-');
-    push_digits(line, t.day(), 2);
-    line.push('T');
-    push_digits(line, t.hour(), 2);
-    line.push(':');
-    push_digits(line, t.minute(), 2);
-    line.push(':');
-    push_digits(line, t.second(), 2);
-    line.push('.');
-    push_digits(line, t.nanosecond() / 1_000, 6);
-    line.push('Z');
-    Ok(())
-}
-
-/// The last `width` decimal digits of `value`, zero-padded.
-fn push_digits(line: &mut String, value: u32, width: u32) {
-    let mut div = 10u32.pow(width - 1);
-    while div > 0 {
-        line.push(char::from(b'0' + (value / div % 10) as u8));
-        div /= 10;
-    }
+    // Outside the four-digit years (and leap seconds): the stock formatter itself.
+    SystemTime.format_time(&mut Writer::new(line))
 }
 
 /// `value` as a JSON string, escaped exactly as `serde_json` escapes it.

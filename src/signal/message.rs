@@ -66,7 +66,7 @@ impl<'a> SignalMessage<'a> {
             strategy: signal.strategy(),
             price: signal.price().map(|d| d.as_str()),
             comment: signal.comment(),
-            received_at: super::rfc3339_utc(&received_at, SecondsFormat::Micros),
+            received_at: crate::rfc3339::utc(&received_at, SecondsFormat::Micros),
             correlation_id,
             idempotency_key: key.as_str(),
             auth: AuthRecord {

@@ -181,63 +181,8 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with `Z`; one instant has one spelling.
     pub fn to_rfc3339(&self) -> String {
-        rfc3339_utc(&self.0, SecondsFormat::AutoSi)
+        crate::rfc3339::utc(&self.0, SecondsFormat::AutoSi)
     }
-}
-
-/// `t.to_rfc3339_opts(format, true)`, byte for byte, without the formatting machinery (it runs
-/// three times per accepted signal). Years outside 0..=9999, leap seconds and formats other than
-/// `AutoSi`, `Millis` and `Micros` are left to chrono.
-pub fn rfc3339_utc(t: &DateTime<Utc>, format: SecondsFormat) -> String {
-    use chrono::{Datelike, Timelike};
-    let nanos = t.nanosecond();
-    let year = t.year();
-    let fraction_digits = match format {
-        SecondsFormat::AutoSi if nanos == 0 => 0,
-        SecondsFormat::AutoSi if nanos.is_multiple_of(1_000_000) => 3,
-        SecondsFormat::AutoSi if nanos.is_multiple_of(1_000) => 6,
-        SecondsFormat::AutoSi => 9,
-        SecondsFormat::Millis => 3,
-        SecondsFormat::Micros => 6,
-        _ => return t.to_rfc3339_opts(format, true),
-    };
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        return t.to_rfc3339_opts(format, true);
-    }
-    let mut out = [0u8; 30];
-    let mut put = |at: usize, value: u32, width: usize| {
-        let mut v = value;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, year as u32, 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second(), 2);
-    let mut len = 19;
-    if fraction_digits > 0 {
-        put(
-            20,
-            nanos / 10u32.pow(9 - fraction_digits as u32),
-            fraction_digits,
-        );
-        len = 20 + fraction_digits;
-    }
-    for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        out[at] = separator;
-    }
-    if fraction_digits > 0 {
-        out[19] = b'.';
-    }
-    out[len] = b'Z';
-    // ASCII digits and separators only.
-    std::str::from_utf8(&out[..=len])
-        .map(str::to_owned)
-        .unwrap_or_default()
 }
 
 /// A bounded free-text field (`order_id`, `strategy`, `comment`).
@@ -535,27 +480,6 @@ impl TryFrom<&Object<'_>> for Signal {
 mod tests {
     use super::*;
     use crate::json::parse_object;
-    use proptest::strategy::Strategy as _;
-
-    proptest::proptest! {
-        #[test]
-        fn rfc3339_utc_is_what_chrono_writes(
-            seconds in -62_167_219_200i64..=253_402_300_799i64,
-            nanos in proptest::prop_oneof![
-                proptest::strategy::Just(0u32),
-                (0u32..1000).prop_map(|m| m * 1_000_000),
-                (0u32..1_000_000).prop_map(|u| u * 1_000),
-                0u32..1_000_000_000,
-                1_000_000_000u32..2_000_000_000,
-            ],
-        ) {
-            if let Some(t) = DateTime::<Utc>::from_timestamp(seconds, nanos) {
-                for format in [SecondsFormat::AutoSi, SecondsFormat::Millis, SecondsFormat::Micros, SecondsFormat::Secs] {
-                    proptest::prop_assert_eq!(rfc3339_utc(&t, format), t.to_rfc3339_opts(format, true));
-                }
-            }
-        }
-    }
 
     fn signal(body: &str) -> Result<Signal, Vec<FieldError>> {
         Signal::try_from(&parse_object(body.as_bytes()).unwrap())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# How much of the receiver's CPU per request is the NATS round trip, and how much the HTTP side?
+# Builds the receiver with answer-without-publishing.patch (it answers 200 after the whole intake
+# and publishes nothing) from HEAD in a throw-away worktree, then runs it as the suite's variant,
+# interleaved with the shipping receiver and the minimal axum reference:
+#
+#   scripts/experiments/without-nats.sh                 # 5 runs of 5 s of each
+#   scripts/experiments/without-nats.sh --repeat 3      # extra arguments go to the suite
+#
+# `variant-64` is the receiver without NATS. The experimental build never leaves target/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+work=$(mktemp -d)
+cleanup() {
+    git -C "$root" worktree remove --force "$work/tree" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+git worktree add --detach "$work/tree" HEAD >/dev/null
+git -C "$work/tree" apply "$root/scripts/experiments/answer-without-publishing.patch"
+# The same target directory, so the dependencies are built once; the binary is copied out and
+# the shipping build restored right after.
+export CARGO_TARGET_DIR="$root/target"
+nice -n 5 cargo build --release --bin tv-ingress --manifest-path "$work/tree/Cargo.toml"
+mkdir -p target/experiment
+cp target/release/tv-ingress target/experiment/tv-ingress-without-nats
+nice -n 5 cargo build --release --bins
+nice -n 5 target/release/tv-ingress-bench suite \
+    --variant-bin target/experiment/tv-ingress-without-nats \
+    --scenarios receiver-64,variant-64,reference-64 "$@"

@@ -27,5 +27,5 @@ mkdir -p target/experiment
 cp target/release/tv-ingress target/experiment/tv-ingress-without-nats
 nice -n 5 cargo build --release --bins
 nice -n 5 target/release/tv-ingress-bench suite \
-    --variant-bin target/experiment/tv-ingress-without-nats \
+    --variant-bin "$root/target/experiment/tv-ingress-without-nats" \
     --scenarios receiver-64,variant-64,reference-64 "$@"

@@ -19,13 +19,12 @@ cleanup() {
 trap cleanup EXIT
 git worktree add --detach "$work/tree" HEAD >/dev/null
 git -C "$work/tree" apply "$root/scripts/experiments/answer-without-publishing.patch"
-# The same target directory, so the dependencies are built once; the binary is copied out and
-# the shipping build restored right after.
-export CARGO_TARGET_DIR="$root/target"
-nice -n 5 cargo build --release --bin tv-ingress --manifest-path "$work/tree/Cargo.toml"
-mkdir -p target/experiment
-cp target/release/tv-ingress target/experiment/tv-ingress-without-nats
+# Its own target directory: cargo would take the patched build as up to date for the shipping
+# one (the same package, older sources) if they shared one. The first run builds the
+# dependencies there once.
+CARGO_TARGET_DIR="$root/target/experiment" nice -n 5 cargo build --release --bin tv-ingress \
+    --manifest-path "$work/tree/Cargo.toml"
 nice -n 5 cargo build --release --bins
 nice -n 5 target/release/tv-ingress-bench suite \
-    --variant-bin "$root/target/experiment/tv-ingress-without-nats" \
+    --variant-bin "$root/target/experiment/release/tv-ingress" \
     --scenarios receiver-64,variant-64,reference-64 "$@"

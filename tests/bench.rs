@@ -76,3 +76,25 @@ fn the_suite_runs_every_scheme_and_the_baselines_and_prints_the_table() {
         }
     }
 }
+
+/// `scripts/experiments/without-nats.sh` patches the receiver for a one-off measurement; the
+/// patch must keep applying to the code as it is, or the experiment silently stops being
+/// reproducible.
+#[test]
+fn the_without_nats_experiment_patch_still_applies() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("git")
+        .args([
+            "apply",
+            "--check",
+            "scripts/experiments/answer-without-publishing.patch",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "the patch no longer applies to src/http/webhook.rs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

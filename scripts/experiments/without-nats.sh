@@ -6,6 +6,7 @@
 #
 #   scripts/experiments/without-nats.sh                 # 5 runs of 5 s of each
 #   scripts/experiments/without-nats.sh --repeat 3      # extra arguments go to the suite
+#   SCENARIOS=nats-64,receiver-64,variant-64 scripts/experiments/without-nats.sh
 #
 # `variant-64` is the receiver without NATS. The experimental build never leaves target/.
 set -euo pipefail
@@ -27,4 +28,4 @@ CARGO_TARGET_DIR="$root/target/experiment" nice -n 5 cargo build --release --bin
 nice -n 5 cargo build --release --bins
 nice -n 5 target/release/tv-ingress-bench suite \
     --variant-bin "$root/target/experiment/release/tv-ingress" \
-    --scenarios receiver-64,variant-64,reference-64 "$@"
+    --scenarios "${SCENARIOS:-receiver-64,variant-64,reference-64}" "$@"

@@ -241,6 +241,11 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             return Ok(object);
         }
+        if depth == 1 {
+            // Room for a whole signal at once instead of growing 4, 8, 16 members (only the
+            // outermost object: nested ones would multiply it).
+            object.members.reserve(LINEAR_DUPLICATE_SCAN);
+        }
         loop {
             self.skip_whitespace();
             if self.peek() != Some(b'"') {

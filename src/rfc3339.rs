@@ -8,6 +8,8 @@ use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 /// nothing for what it leaves to chrono: years outside 0..=9999, leap seconds, and formats other
 /// than `AutoSi`, `Millis` and `Micros`.
 pub fn push_utc(out: &mut String, t: &DateTime<Utc>, format: SecondsFormat) -> bool {
+    // The accessors of `DateTime` each convert to local time first; UTC needs no conversion.
+    let t = t.naive_utc();
     let nanos = t.nanosecond();
     let year = t.year();
     let fraction_digits = match format {

@@ -9,7 +9,7 @@
 //! and clone per request what this does in place.
 
 use axum::body::Body;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
@@ -99,16 +99,30 @@ pub async fn observe(
     let id = CorrelationId::new();
     let mut request = request.map(Body::new);
     let client_ip = app.sources.client_ip(peer.ip(), request.headers());
-    request.extensions_mut().insert(Arc::new(RequestContext {
+    let context = Arc::new(RequestContext {
         correlation_id: id,
         peer,
         client_ip,
         certificate,
-    }));
+    });
     let method = request.method().clone();
-    let path: String = request.uri().path().chars().take(128).collect();
+    let path = logged_path(request.uri().path());
+    // The one route that carries traffic goes straight to its handler: the router would only
+    // find the same handler, after boxing its future and a request extension per request.
+    let is_webhook = method == Method::POST && request.uri().path() == "/webhook";
     let in_flight = InFlight::enter(&app);
-    let Ok(mut response) = CURRENT.scope(id, router.oneshot(request)).await;
+    let serve = async {
+        if is_webhook {
+            super::webhook::handle(&app, &context, request).await
+        } else {
+            request.extensions_mut().insert(context.clone());
+            match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            }
+        }
+    };
+    let mut response = CURRENT.scope(id, serve).await;
     drop(in_flight);
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
@@ -164,6 +178,14 @@ pub async fn observe(
     Ok(response)
 }
 
+/// The path as logged: its first 128 characters.
+fn logged_path(path: &str) -> String {
+    match path.char_indices().nth(128) {
+        Some((end, _)) => path[..end].to_owned(),
+        None => path.to_owned(),
+    }
+}
+
 /// `ip.to_string()`, IPv4 without the formatting machinery.
 fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
@@ -205,6 +227,20 @@ impl Drop for InFlight<'_> {
 mod tests {
     use super::ip_text;
     use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn the_logged_path_is_its_first_128_characters() {
+        for path in [
+            "/",
+            "/webhook",
+            &"/ab".repeat(64),
+            &"/é".repeat(100),
+            &"x".repeat(129),
+        ] {
+            let expected: String = path.chars().take(128).collect();
+            assert_eq!(super::logged_path(path), expected, "{path}");
+        }
+    }
 
     #[test]
     fn ip_text_is_to_string() {

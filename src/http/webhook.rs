@@ -65,6 +65,11 @@ pub async fn webhook(
     Extension(context): Extension<Arc<RequestContext>>,
     request: Request,
 ) -> Response {
+    handle(&app, &context, request).await
+}
+
+/// What [`webhook`] does, callable without the router (see `correlation::observe`).
+pub(super) async fn handle(app: &AppState, context: &RequestContext, request: Request) -> Response {
     let correlation_id = context.correlation_id;
     let client_ip = context.client_ip;
     // Taken apart rather than extracted as `HeaderMap` + `Body`, which clones every header.
@@ -73,7 +78,7 @@ pub async fn webhook(
     if !app.sources.allows(client_ip) {
         return ApiError::ForbiddenSource.into_response();
     }
-    let bytes = match read_body(&app, &headers, body).await {
+    let bytes = match read_body(app, &headers, body).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
@@ -96,7 +101,7 @@ pub async fn webhook(
     let mut log = signal_log(&accepted);
     let mut response = match app.halt.current() {
         HaltState::Running { .. } => {
-            publish(&app, &accepted, &correlation_id, deadline, &mut log).await
+            publish(app, &accepted, &correlation_id, deadline, &mut log).await
         }
         HaltState::Halted { change } => ApiError::Halted {
             reason: change.reason,

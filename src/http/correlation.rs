@@ -99,23 +99,24 @@ pub async fn observe(
     let id = CorrelationId::new();
     let mut request = request.map(Body::new);
     let client_ip = app.sources.client_ip(peer.ip(), request.headers());
-    let context = Arc::new(RequestContext {
+    let context = RequestContext {
         correlation_id: id,
         peer,
         client_ip,
         certificate,
-    });
+    };
     let method = request.method().clone();
     let path = logged_path(request.uri().path());
     // The one route that carries traffic goes straight to its handler: the router would only
-    // find the same handler, after boxing its future and a request extension per request.
+    // find the same handler, after boxing its future, and the context would be an `Arc`'d
+    // request extension.
     let is_webhook = method == Method::POST && request.uri().path() == "/webhook";
     let in_flight = InFlight::enter(&app);
     let serve = async {
         if is_webhook {
             super::webhook::handle(&app, &context, request).await
         } else {
-            request.extensions_mut().insert(context.clone());
+            request.extensions_mut().insert(Arc::new(context));
             match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(infallible) => match infallible {},

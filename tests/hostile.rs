@@ -482,7 +482,7 @@ fn raw_outcome((answers, closed): (Vec<(u16, Json)>, bool)) -> Outcome {
 
 /// Writes `head` (then, when `chunked_total` is set, that many bytes as 64 KiB chunks and the
 /// last chunk) while reading whatever the server answers until it closes or 10 s pass. The write
-/// side stays open until reading ends: a half-close could make hyper drop the request.
+/// side stays open until reading ends, as an ordinary client's would.
 async fn exchange(
     addr: SocketAddr,
     head: Vec<u8>,

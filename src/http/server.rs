@@ -59,7 +59,13 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // A request read whole is carried through even if the client closes its side before
+        // the answer: the signal is published (or refused) and logged, never dropped half-way
+        // between publish and PubAck. It also spares hyper a read per request to look for that
+        // end of file, for which it allocated a fresh read buffer while the request's head and
+        // body still held the old one.
+        .half_close(true);
     let shared = Shared {
         app,
         router,

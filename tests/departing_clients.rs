@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 fn raw_signed_request(n: usize) -> Vec<u8> {
     let body = sign_in_body(&unique_signal(n));
     let mut request = format!(
-        "POST /webhook HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST /webhook HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -71,7 +72,4 @@ async fn clients_that_leave_right_after_sending_still_have_each_signal_stored_on
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..signals).collect::<Vec<_>>());
-    // Nothing more arrives later (no duplicate from a retry of an abandoned publish).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.stream_messages().await.len(), signals);
 }

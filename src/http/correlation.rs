@@ -1,6 +1,7 @@
 //! Correlation ids and the one log event per request.
 //!
-//! [`observe`] wraps every request the server hands to the router: it gives the request a fresh
+//! [`observe`] wraps every request the server serves (`POST /webhook` it hands to the webhook
+//! handler directly, everything else to the router): it gives the request a fresh
 //! UUID, makes it available to everything that runs for the request (a task-local, so error
 //! bodies can carry it without threading it through every call), puts it in the
 //! `X-Correlation-Id` response header, and emits a single JSON event when the response is ready:
@@ -110,7 +111,7 @@ pub async fn observe(
     // The one route that carries traffic goes straight to its handler: the router would only
     // find the same handler, after boxing its future, and the context would be an `Arc`'d
     // request extension.
-    let is_webhook = method == Method::POST && request.uri().path() == "/webhook";
+    let is_webhook = method == Method::POST && path == "/webhook";
     let in_flight = InFlight::enter(&app);
     let serve = async {
         if is_webhook {
